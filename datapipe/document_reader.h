@@ -11,7 +11,8 @@
 // Bad input never stops the reader: binary files, invalid JSON, a missing or
 // non-string "text", empty documents and lines longer than max_line_bytes are
 // reported as one warning line "FILE:LINE: reason", counted in ReaderStats
-// and skipped. Invalid UTF-8 is kept here (the tokenizer drops it, counting).
+// and skipped. Invalid UTF-8 bytes in JSONL lines are dropped before parsing
+// (counted); in the other formats the tokenizer drops and counts them.
 // Not thread-safe; one reader per thread.
 #pragma once
 
@@ -53,7 +54,7 @@ struct ReaderPosition {
 struct ReaderStats {
   uint64_t files_opened = 0;
   uint64_t documents = 0;
-  uint64_t bytes_read = 0;
+  uint64_t bytes_read = 0;  // decompressed input bytes up to position()
   uint64_t unreadable_files = 0;
   uint64_t binary_files = 0;
   uint64_t invalid_json_lines = 0;
@@ -61,6 +62,7 @@ struct ReaderStats {
   uint64_t empty_documents = 0;
   uint64_t oversized_lines = 0;
   uint64_t oversized_documents = 0;
+  uint64_t invalid_utf8_bytes = 0;  // dropped from JSONL lines before parsing (not a skip)
   uint64_t total_skipped() const {
     return unreadable_files + binary_files + invalid_json_lines + missing_text_lines + empty_documents +
            oversized_lines + oversized_documents;
@@ -80,7 +82,8 @@ class DocumentReader {
   bool Next(SourceDocument* doc);
   // The position just after the last document returned by Next().
   ReaderPosition position() const;
-  // Continues from a position taken from position(), possibly in another process.
+  // Continues from a position taken from position(), possibly in another
+  // process. Resets stats(): they then count from the seek point.
   Status Seek(const ReaderPosition& position);
   const ReaderStats& stats() const;
   // Total input size in bytes as stored on disk (compressed where compressed), for progress.
