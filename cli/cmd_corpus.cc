@@ -6,12 +6,15 @@
 #include "common/logging.h"
 #include "datapipe/corpus_stats.h"
 #include "datapipe/corpus_store.h"
+#include "datapipe/vocab.h"
 
 namespace bert::cli {
 namespace {
 
 struct StatsArgs {
   std::vector<std::string> dbs;
+  std::string vocab_path;  // optional: verify the corpus was made with it
+  bool cased = false;
   bool json = false;
 };
 
@@ -20,6 +23,15 @@ int RunStats(const StatsArgs& args) {
   if (!corpus.ok()) {
     LOG(ERROR) << "[corpus] " << corpus.status().message();
     return 1;
+  }
+  if (!args.vocab_path.empty()) {
+    Result<std::shared_ptr<const Vocab>> vocab = Vocab::Load(args.vocab_path);
+    Status st = vocab.ok() ? (*corpus)->CheckVocabulary((*vocab)->checksum(), (*vocab)->size(), !args.cased)
+                           : vocab.status();
+    if (!st.ok()) {
+      LOG(ERROR) << "[corpus] " << st.message();
+      return 1;
+    }
   }
   Result<CorpusStats> stats = ComputeCorpusStats(**corpus);
   if (!stats.ok()) {
@@ -41,6 +53,8 @@ std::function<int()> SetupCorpus(CLI::App& app) {
       "shards of one prepare job, or separate corpora in the order given.");
   stats->add_option("--db", args->dbs, "Corpus database directories")->required();
   stats->add_flag("--json", args->json, "Print JSON instead of a table");
+  stats->add_option("--vocab", args->vocab_path, "Also check that the corpus was prepared with this vocab.txt");
+  stats->add_flag("--cased", args->cased, "With --vocab: expect a cased corpus");
   return [args] { return RunStats(*args); };
 }
 

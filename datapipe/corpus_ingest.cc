@@ -193,6 +193,7 @@ class Ingestor {
     start_ = Clock::now();
     BERT_RETURN_IF_ERROR(OpenDb());
     BERT_RETURN_IF_ERROR(LoadOrInitState());
+    if (already_complete_) return CompletedReport();
     BERT_RETURN_IF_ERROR(Pump());
     BERT_RETURN_IF_ERROR(Finish());
     return report_;
@@ -230,8 +231,14 @@ class Ingestor {
     if (s.ok()) {
       Result<CorpusMeta> meta = CorpusMeta::FromJson(meta_json, dir_);
       if (!meta.ok()) return meta.status();
+      if (meta->complete && meta->ingest_fingerprint == fingerprint_) {
+        already_complete_ = true;  // the same command ran to the end before: nothing to do
+        meta_ = std::move(meta).value();
+        return Status::Ok();
+      }
       if (meta->complete) {
-        return Status::FailedPrecondition(dir_ + ": already holds a complete corpus; pass --overwrite to rebuild it");
+        return Status::FailedPrecondition(dir_ + ": already holds a complete corpus made from other input or "
+                                          "settings; pass --overwrite to rebuild it");
       }
     } else if (!s.IsNotFound()) {
       return RocksToStatus(s, dir_, "cannot read meta");
@@ -282,6 +289,7 @@ class Ingestor {
     m.shard_index = options_.shard_index;
     m.num_shards = options_.num_shards;
     m.shard_set_id = options_.shard_set_id;
+    m.ingest_fingerprint = fingerprint_;
     return m;
   }
 
@@ -385,7 +393,19 @@ class Ingestor {
     return Status::Ok();
   }
 
+  IngestReport CompletedReport() {
+    LOG(INFO) << "[prepare] " << dir_ << " is already complete for this input; nothing to do";
+    report_.already_complete = true;
+    report_.documents = meta_.num_documents;
+    report_.sentences = meta_.num_sentences;
+    report_.tokens = meta_.num_tokens;
+    report_.unk_tokens = meta_.num_unk;
+    report_.input_bytes = meta_.input_bytes;
+    return report_;
+  }
+
   std::string dir_;
+  bool already_complete_ = false;
   const FullTokenizer& tokenizer_;
   IngestOptions options_;
   DocumentReader reader_;

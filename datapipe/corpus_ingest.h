@@ -42,13 +42,14 @@ struct IngestReport {
   uint64_t empty_after_tokenize = 0;   // documents with no tokens left, skipped
   ReaderStats reader;                  // bad-input counters
   bool resumed = false;                // continued an interrupted run
+  bool already_complete = false;       // the same ingest had finished before; nothing was done
   double seconds = 0;
   std::vector<std::string> Summary() const;  // one line per skip/drop counter
 };
 
-// Ingests options.files into the database at db_dir. Refuses a complete
-// database (unless overwrite) and an unfinished one made from other input or
-// settings, naming the directory. Fatal only for errors where continuing would
+// Ingests options.files into the database at db_dir. A database already
+// completed from the same input and settings is left as it is; one made from
+// other input or settings is refused (unless overwrite), naming the directory. Fatal only for errors where continuing would
 // be wrong (the database cannot be written); bad input is counted and skipped.
 Result<IngestReport> IngestCorpus(const std::string& db_dir, const FullTokenizer& tokenizer,
                                   const IngestOptions& options);

@@ -16,6 +16,7 @@ std::string CorpusMeta::ToJson() const {
       {"lower_case", lower_case},         {"max_chars_per_word", max_chars_per_word},
       {"input_format", input_format},     {"shard_index", shard_index},
       {"num_shards", num_shards},         {"shard_set_id", shard_set_id},
+      {"ingest_fingerprint", ingest_fingerprint},
       {"num_documents", num_documents},   {"num_sentences", num_sentences},
       {"num_tokens", num_tokens},         {"num_unk", num_unk},
       {"input_bytes", input_bytes},
@@ -45,6 +46,7 @@ Result<CorpusMeta> CorpusMeta::FromJson(std::string_view json, const std::string
     m.shard_index = j.at("shard_index").get<uint32_t>();
     m.num_shards = j.at("num_shards").get<uint32_t>();
     m.shard_set_id = j.at("shard_set_id").get<std::string>();
+    m.ingest_fingerprint = j.at("ingest_fingerprint").get<std::string>();
     m.num_documents = j.at("num_documents").get<uint64_t>();
     m.num_sentences = j.at("num_sentences").get<uint64_t>();
     m.num_tokens = j.at("num_tokens").get<uint64_t>();
@@ -257,6 +259,22 @@ Status Corpus::ForEach(const std::function<Status(uint64_t, const Document&)>& f
   for (size_t p = 0; p < parts_.size(); ++p) {
     uint64_t base = first_id_[p];
     BERT_RETURN_IF_ERROR(parts_[p]->ForEach([&](uint64_t id, const Document& doc) { return fn(base + id, doc); }));
+  }
+  return Status::Ok();
+}
+
+Status Corpus::CheckVocabulary(const std::string& vocab_checksum, int32_t vocab_size, bool lower_case) const {
+  const CorpusDb& db = *parts_.front();
+  if (db.meta().vocab_checksum != vocab_checksum || db.meta().vocab_size != vocab_size) {
+    return Status::FailedPrecondition(db.dir() + ": corpus was prepared with another vocabulary (checksum " +
+                                      db.meta().vocab_checksum + ", " + std::to_string(db.meta().vocab_size) +
+                                      " tokens) than the one given (checksum " + vocab_checksum + ", " +
+                                      std::to_string(vocab_size) + " tokens); re-run bertctl prepare with it");
+  }
+  if (db.meta().lower_case != lower_case) {
+    return Status::FailedPrecondition(db.dir() + ": corpus was prepared " +
+                                      (db.meta().lower_case ? "uncased" : "cased") + " but the run is " +
+                                      (lower_case ? "uncased" : "cased") + "; match --cased");
   }
   return Status::Ok();
 }

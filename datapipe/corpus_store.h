@@ -42,6 +42,7 @@ struct CorpusMeta {
   uint32_t shard_index = 0;       // this database's slice of the input list
   uint32_t num_shards = 1;
   std::string shard_set_id;       // same for all shards of one prepare job
+  std::string ingest_fingerprint; // input files (paths, sizes, mtimes) and settings
   uint64_t num_documents = 0;
   uint64_t num_sentences = 0;
   uint64_t num_tokens = 0;
@@ -108,6 +109,10 @@ class Corpus {
 
   Status Get(uint64_t global_id, Document* doc) const;
   Status ForEach(const std::function<Status(uint64_t, const Document&)>& fn) const;
+
+  // Fails, naming the database and both checksums, when the corpus was not
+  // prepared with this vocabulary (checksum, size) and casing.
+  Status CheckVocabulary(const std::string& vocab_checksum, int32_t vocab_size, bool lower_case) const;
 
  private:
   std::vector<std::unique_ptr<CorpusDb>> parts_;

@@ -1,0 +1,65 @@
+// Helpers shared by the test files: temporary directories, running commands,
+// reading real corpora that Debian packages install.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace bert::testing {
+
+// A fresh directory under $TMPDIR, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "bert-test-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data()) ? pattern : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command, capturing stdout+stderr.
+inline CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+inline void WriteText(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary);
+  out << contents;
+}
+
+inline std::string Bertctl() { return std::string(BERT_BIN_DIR) + "/bertctl"; }
+inline std::string UncasedVocab() { return std::string(BERT_VOCAB_DIR) + "/bert-base-uncased-vocab.txt"; }
+inline std::string ChineseVocab() { return std::string(BERT_VOCAB_DIR) + "/bert-base-chinese-vocab.txt"; }
+
+// The Linux kernel documentation from Debian's linux-doc-6.1 (gzip files).
+inline std::string LinuxDocDir() { return "/usr/share/doc/linux-doc-6.1/Documentation"; }
+
+}  // namespace bert::testing
