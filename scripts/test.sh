@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine, builds everything and runs all tests
+# (unit + integration through CTest) and a short smoke of the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+bash scripts/build.sh
+
+echo "[test] benchmark smoke"
+bash scripts/bench_smoke.sh build
+
+echo "[test] unit and integration tests"
+cd build
+ctest --output-on-failure -j2 --timeout 1200
