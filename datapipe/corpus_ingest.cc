@@ -1,6 +1,5 @@
 #include "datapipe/corpus_ingest.h"
 
-#include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
@@ -15,6 +14,7 @@
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "datapipe/corpus_store.h"
+#include "datapipe/rocksdb_util.h"
 #include "datapipe/sentence_splitter.h"
 
 namespace bert {
@@ -133,22 +133,6 @@ EncodedBatch EncodeBatch(const FullTokenizer& tokenizer, RawBatch batch, int32_t
   return out;
 }
 
-Status RocksToStatus(const rocksdb::Status& s, const std::string& dir, const char* what) {
-  if (s.ok()) return Status::Ok();
-  return Status::IoError(dir + ": " + what + ": " + s.ToString());
-}
-
-rocksdb::Options DbOptions() {
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.IncreaseParallelism(2);
-  options.write_buffer_size = 64 << 20;
-  for (rocksdb::CompressionType type : rocksdb::GetSupportedCompressions()) {
-    if (type == rocksdb::kLZ4Compression) options.compression = rocksdb::kLZ4Compression;
-  }
-  return options;
-}
-
 }  // namespace
 
 std::vector<std::string> IngestReport::Summary() const {
@@ -203,7 +187,7 @@ class Ingestor {
   Status OpenDb() {
     if (options_.overwrite && std::filesystem::exists(dir_)) {
       rocksdb::Status s = rocksdb::DestroyDB(dir_, rocksdb::Options());
-      if (!s.ok()) return RocksToStatus(s, dir_, "cannot delete the old database");
+      if (!s.ok()) return FromRocks(s, dir_, "cannot delete the old database");
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
     }
@@ -211,7 +195,7 @@ class Ingestor {
     std::filesystem::create_directories(dir_, ec);
     if (ec) return Status::IoError(dir_ + ": cannot create directory: " + ec.message());
     rocksdb::DB* raw = nullptr;
-    BERT_RETURN_IF_ERROR(RocksToStatus(rocksdb::DB::Open(DbOptions(), dir_, &raw), dir_, "cannot open database"));
+    BERT_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(CorpusDbOptions(), dir_, &raw), dir_, "cannot open database"));
     db_.reset(raw);
     return Status::Ok();
   }
@@ -241,13 +225,13 @@ class Ingestor {
                                           "settings; pass --overwrite to rebuild it");
       }
     } else if (!s.IsNotFound()) {
-      return RocksToStatus(s, dir_, "cannot read meta");
+      return FromRocks(s, dir_, "cannot read meta");
     }
     s = db_->Get(rocksdb::ReadOptions(), "progress", &progress_json);
     if (s.ok()) return Resume(progress_json);
-    if (!s.IsNotFound()) return RocksToStatus(s, dir_, "cannot read progress");
+    if (!s.IsNotFound()) return FromRocks(s, dir_, "cannot read progress");
     meta_ = NewMeta();
-    return RocksToStatus(db_->Put(rocksdb::WriteOptions(), "meta", meta_.ToJson()), dir_, "cannot write meta");
+    return FromRocks(db_->Put(rocksdb::WriteOptions(), "meta", meta_.ToJson()), dir_, "cannot write meta");
   }
 
   Status Resume(const std::string& progress_json) {
@@ -349,7 +333,7 @@ class Ingestor {
     Totals persisted = totals_;
     persisted.reader = AddStats(totals_.reader, encoded.reader_stats);
     batch.Put("progress", ProgressJson(fingerprint_, persisted, encoded.end_position));
-    return RocksToStatus(db_->Write(rocksdb::WriteOptions(), &batch), dir_, "write failed (disk full?)");
+    return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), dir_, "write failed (disk full?)");
   }
 
   void MaybeLogProgress() {
@@ -367,7 +351,7 @@ class Ingestor {
   Status Finish() {
     rocksdb::FlushOptions flush;
     flush.wait = true;
-    BERT_RETURN_IF_ERROR(RocksToStatus(db_->Flush(flush), dir_, "flush failed (disk full?)"));
+    BERT_RETURN_IF_ERROR(FromRocks(db_->Flush(flush), dir_, "flush failed (disk full?)"));
     report_.reader = AddStats(totals_.reader, current_reader_);
     meta_.complete = true;
     meta_.num_documents = totals_.next_doc_id;
@@ -380,8 +364,8 @@ class Ingestor {
     batch.Put("meta", meta_.ToJson());
     rocksdb::WriteOptions sync;
     sync.sync = true;
-    BERT_RETURN_IF_ERROR(RocksToStatus(db_->Write(sync, &batch), dir_, "cannot mark the corpus complete"));
-    BERT_RETURN_IF_ERROR(RocksToStatus(db_->Flush(flush), dir_, "final flush failed"));
+    BERT_RETURN_IF_ERROR(FromRocks(db_->Write(sync, &batch), dir_, "cannot mark the corpus complete"));
+    BERT_RETURN_IF_ERROR(FromRocks(db_->Flush(flush), dir_, "final flush failed"));
     report_.documents = meta_.num_documents;
     report_.sentences = meta_.num_sentences;
     report_.tokens = meta_.num_tokens;

@@ -2,6 +2,8 @@
 
 #include <rocksdb/db.h>
 
+#include "datapipe/rocksdb_util.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -149,7 +151,8 @@ Result<std::unique_ptr<CorpusDb>> CorpusDb::OpenReadOnly(const std::string& dir)
   if (!std::filesystem::exists(std::filesystem::path(dir) / "CURRENT")) {
     return Status::NotFound(dir + ": not a corpus database (run bertctl prepare --db " + dir + ")");
   }
-  rocksdb::Options options;
+  rocksdb::Options options = CorpusDbOptions();
+  options.create_if_missing = false;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(options, dir, &raw);
   if (!s.ok()) return Status::IoError(dir + ": cannot open corpus database: " + s.ToString());

@@ -155,6 +155,31 @@ TEST_F(PrepareTest, RefusesCompleteDatabaseOtherInputAndOtherVocabulary) {
   EXPECT_NE(unwritable.output.find("/proc/no-such-dir/db"), std::string::npos) << unwritable.output;
 }
 
+// A full disk is fatal (continuing would be wrong), names the database, leaves
+// it incomplete, and a re-run with space again finishes with the same content.
+TEST_F(PrepareTest, FullDiskFailsCleanlyAndRerunWithSpaceCompletes) {
+  ASSERT_EQ(Prepare(Docs(), work_ / "clean").exit_code, 0);
+  std::string mount_point = work_ / "small-disk";
+  fs::create_directories(mount_point);
+  CommandResult mounted = RunCommand("mount -t tmpfs -o size=1m tmpfs " + mount_point);
+  ASSERT_EQ(mounted.exit_code, 0) << "this test mounts a 1 MiB tmpfs and needs root: " << mounted.output;
+  std::string db = mount_point + "/db";
+  CommandResult full = Prepare(Docs(), db);
+  EXPECT_EQ(full.exit_code, 1) << "an error exit, not a crash: " << full.output;
+  EXPECT_NE(full.output.find(db + ": write failed"), std::string::npos) << full.output;
+  EXPECT_NE(full.output.find("No space left on device"), std::string::npos) << full.output;
+  EXPECT_EQ(full.output.find("prepared "), std::string::npos) << "a failed run must not report success";
+  if (fs::exists(db + "/CURRENT")) {
+    CommandResult refused = RunCommand(Bertctl() + " corpus stats --db " + db);
+    EXPECT_NE(refused.exit_code, 0) << refused.output;
+  }
+  ASSERT_EQ(RunCommand("mount -o remount,size=256m " + mount_point).exit_code, 0);
+  CommandResult rerun = Prepare(Docs(), db);
+  EXPECT_EQ(rerun.exit_code, 0) << rerun.output;
+  EXPECT_EQ(Stats(db)["content_digest"], Stats(work_ / "clean")["content_digest"]);
+  RunCommand("umount " + mount_point);
+}
+
 TEST_F(PrepareTest, BadInputIsReportedWithFileAndLineCountedAndSkipped) {
   std::string in = work_ / "in";
   fs::create_directories(in);
