@@ -1,11 +1,11 @@
 // vocab_bench: speed of the vocabulary trainer on synthetic data.
 //
-//   counting   words/s over ~20 MB of in-memory text with 1 thread (the
+//   counting   words/s over --mb MB (default 64) of in-memory text with 1 thread (the
 //              reference) and with --threads, and the speed-up;
 //   learning   30k merges over a lexicon of --unique words with Zipf counts
 //              (BPE bookkeeping is incremental, so this stays in seconds).
 //
-// Usage: vocab_bench [--threads N] [--unique N] [--size N]
+// Usage: vocab_bench [--threads N] [--unique N] [--size N] [--mb N]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -74,15 +74,17 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   size_t unique = 400000;
   int32_t size = 30522;
+  size_t text_mb = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--unique")) unique = std::strtoul(argv[i + 1], nullptr, 10);
     if (!std::strcmp(argv[i], "--size")) size = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--mb")) text_mb = std::strtoul(argv[i + 1], nullptr, 10);
   }
   std::mt19937 rng(2024);
   std::vector<std::string> lexicon = MakeLexicon(unique, &rng);
 
-  std::vector<std::string> documents = MakeDocuments(lexicon, 20u << 20, &rng);
+  std::vector<std::string> documents = MakeDocuments(lexicon, text_mb << 20, &rng);
   uint64_t words = 0;
   double one = CountRate(documents, 1, &words);
   double many = CountRate(documents, threads, &words);
