@@ -46,11 +46,11 @@ std::function<int()> SetupCorpus(CLI::App& app) {
   auto args = std::make_shared<StatsArgs>();
   CLI::App* corpus = app.add_subcommand("corpus", "Inspect corpus databases made by bertctl prepare");
   corpus->require_subcommand(1);
-  CLI::App* stats = corpus->add_subcommand(
-      "stats",
-      "Documents, sentences, tokens, length percentiles, [UNK] rate, vocabulary checksum and a content\n"
-      "digest (equal digests mean equal tokenized content). Several --db are read as one corpus: the\n"
-      "shards of one prepare job, or separate corpora in the order given.");
+  CLI::App* stats = corpus->add_subcommand("stats", "Counts, lengths, [UNK] rate and content digest of a corpus");
+  stats->footer(
+      "Prints documents, sentences, tokens, length percentiles, [UNK] rate, vocabulary checksum and a\n"
+      "content digest (equal digests mean equal tokenized content). Several --db are read as one corpus:\n"
+      "the shards of one prepare job, or separate corpora in the order given.");
   stats->add_option("--db", args->dbs, "Corpus database directories")->required();
   stats->add_flag("--json", args->json, "Print JSON instead of a table");
   stats->add_option("--vocab", args->vocab_path, "Also check that the corpus was prepared with this vocab.txt");

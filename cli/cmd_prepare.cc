@@ -88,12 +88,12 @@ int RunPrepare(const PrepareArgs& args) {
 
 std::function<int()> SetupPrepare(CLI::App& app) {
   auto args = std::make_shared<PrepareArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "prepare",
-      "Tokenize raw text into a corpus database (RocksDB).\n"
+  CLI::App* cmd = app.add_subcommand("prepare", "Tokenize raw text into a corpus database (RocksDB)");
+  cmd->footer(
       "Documents are split into sentences, tokenized with BERT's WordPiece tokenizer and stored with\n"
       "ids in input order. Bad input is reported as FILE:LINE, counted and skipped. An interrupted run\n"
-      "continues where it stopped when re-run with the same arguments.");
+      "continues where it stopped when re-run with the same arguments.\n"
+      "Example: bertctl prepare --input corpus/ --vocab vocab.txt --db db/ --threads 8");
   cmd->add_option("--input", args->inputs, "Input files or directories (recursively; .gz and .dz are decompressed)")
       ->required();
   cmd->add_option("--vocab", args->vocab_path, "BERT vocab.txt")->required()->check(CLI::ExistingFile);
