@@ -12,26 +12,47 @@
 
 namespace bert {
 
-// Length (1-4) of the valid UTF-8 sequence starting at s[i], or 0 if the
-// bytes there do not form one. Pure.
+// Decodes one strictly valid UTF-8 sequence at `p` (p < end): no overlongs,
+// no surrogates, nothing above U+10FFFF. Returns its length (1-4), or 0 when
+// the byte at `p` does not start a valid sequence; the caller then drops that
+// one byte and resyncs at the next, which gives exactly Python's
+// bytes.decode("utf-8", "ignore").
+inline int DecodeUtf8(const unsigned char* p, const unsigned char* end, char32_t* cp) {
+  const unsigned char b0 = p[0];
+  if (b0 < 0x80) {
+    *cp = b0;
+    return 1;
+  }
+  const ptrdiff_t avail = end - p;
+  auto cont = [](unsigned char b) { return (b & 0xC0) == 0x80; };
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    if (avail < 2 || !cont(p[1])) return 0;
+    *cp = (char32_t(b0 & 0x1F) << 6) | (p[1] & 0x3F);
+    return 2;
+  }
+  if (b0 >= 0xE0 && b0 <= 0xEF) {
+    if (avail < 3 || !cont(p[1]) || !cont(p[2])) return 0;
+    if (b0 == 0xE0 && p[1] < 0xA0) return 0;   // overlong
+    if (b0 == 0xED && p[1] >= 0xA0) return 0;  // surrogate
+    *cp = (char32_t(b0 & 0x0F) << 12) | (char32_t(p[1] & 0x3F) << 6) | (p[2] & 0x3F);
+    return 3;
+  }
+  if (b0 >= 0xF0 && b0 <= 0xF4) {
+    if (avail < 4 || !cont(p[1]) || !cont(p[2]) || !cont(p[3])) return 0;
+    if (b0 == 0xF0 && p[1] < 0x90) return 0;   // overlong
+    if (b0 == 0xF4 && p[1] >= 0x90) return 0;  // above U+10FFFF
+    *cp = (char32_t(b0 & 0x07) << 18) | (char32_t(p[1] & 0x3F) << 12) | (char32_t(p[2] & 0x3F) << 6) |
+          (p[3] & 0x3F);
+    return 4;
+  }
+  return 0;  // continuation byte, C0/C1 or F5..FF
+}
+
+// Length (1-4) of the valid UTF-8 sequence starting at s[i], or 0.
 inline size_t ValidUtf8SequenceLength(std::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const size_t left = s.size() - i;
-  unsigned char c = byte(0);
-  if (c < 0x80) return 1;
-  if (c < 0xC2) return 0;
-  if (c < 0xE0) return (left >= 2 && (byte(1) & 0xC0) == 0x80) ? 2 : 0;
-  if (c < 0xF0) {
-    if (left < 3) return 0;
-    unsigned char lo = (c == 0xE0) ? 0xA0 : 0x80, hi = (c == 0xED) ? 0x9F : 0xBF;
-    return (byte(1) >= lo && byte(1) <= hi && (byte(2) & 0xC0) == 0x80) ? 3 : 0;
-  }
-  if (c < 0xF5) {
-    if (left < 4) return 0;
-    unsigned char lo = (c == 0xF0) ? 0x90 : 0x80, hi = (c == 0xF4) ? 0x8F : 0xBF;
-    return (byte(1) >= lo && byte(1) <= hi && (byte(2) & 0xC0) == 0x80 && (byte(3) & 0xC0) == 0x80) ? 4 : 0;
-  }
-  return 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  char32_t cp = 0;
+  return static_cast<size_t>(DecodeUtf8(p + i, p + s.size(), &cp));
 }
 
 inline bool IsValidUtf8(std::string_view s) {
