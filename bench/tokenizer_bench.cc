@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 struct BenchArgs {
   bool smoke = false;           // tiny inputs, one pass: a CI check that it runs (< 2 s)
   double english_mb = 16;       // English bytes to decompress
-  std::string vocab_dir = fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared" / "vocab";
+  std::string vocab_dir = BERT_VOCAB_DIR;  // the bundled configs/vocab
   std::string docs_dir = "/usr/share/doc/linux-doc-6.1/Documentation";
 };
 
