@@ -42,45 +42,25 @@ struct Totals {
   ReaderStats reader;  // totals before the current reader's seek point
 };
 
-nlohmann::json ReaderStatsToJson(const ReaderStats& s) {
-  return {{"files_opened", s.files_opened},         {"documents", s.documents},
-          {"bytes_read", s.bytes_read},             {"unreadable_files", s.unreadable_files},
-          {"binary_files", s.binary_files},         {"invalid_json_lines", s.invalid_json_lines},
-          {"missing_text_lines", s.missing_text_lines}, {"empty_documents", s.empty_documents},
-          {"oversized_lines", s.oversized_lines},   {"oversized_documents", s.oversized_documents},
-          {"invalid_utf8_bytes", s.invalid_utf8_bytes}};
+nlohmann::json ReaderStatsToJson(ReaderStats s) {
+  nlohmann::json j = nlohmann::json::object();
+  s.ForEachCounter([&](const char* name, uint64_t& value) { j[name] = value; });
+  return j;
 }
 
 ReaderStats ReaderStatsFromJson(const nlohmann::json& j) {
   ReaderStats s;
-  s.files_opened = j.at("files_opened");
-  s.documents = j.at("documents");
-  s.bytes_read = j.at("bytes_read");
-  s.unreadable_files = j.at("unreadable_files");
-  s.binary_files = j.at("binary_files");
-  s.invalid_json_lines = j.at("invalid_json_lines");
-  s.missing_text_lines = j.at("missing_text_lines");
-  s.empty_documents = j.at("empty_documents");
-  s.oversized_lines = j.at("oversized_lines");
-  s.oversized_documents = j.at("oversized_documents");
-  s.invalid_utf8_bytes = j.at("invalid_utf8_bytes");
+  s.ForEachCounter([&](const char* name, uint64_t& value) { value = j.at(name).get<uint64_t>(); });
   return s;
 }
 
-ReaderStats AddStats(const ReaderStats& a, const ReaderStats& b) {
-  ReaderStats s;
-  s.files_opened = a.files_opened + b.files_opened;
-  s.documents = a.documents + b.documents;
-  s.bytes_read = a.bytes_read + b.bytes_read;
-  s.unreadable_files = a.unreadable_files + b.unreadable_files;
-  s.binary_files = a.binary_files + b.binary_files;
-  s.invalid_json_lines = a.invalid_json_lines + b.invalid_json_lines;
-  s.missing_text_lines = a.missing_text_lines + b.missing_text_lines;
-  s.empty_documents = a.empty_documents + b.empty_documents;
-  s.oversized_lines = a.oversized_lines + b.oversized_lines;
-  s.oversized_documents = a.oversized_documents + b.oversized_documents;
-  s.invalid_utf8_bytes = a.invalid_utf8_bytes + b.invalid_utf8_bytes;
-  return s;
+ReaderStats AddStats(const ReaderStats& a, ReaderStats b) {
+  ReaderStats sum = a;
+  std::vector<uint64_t*> out;
+  sum.ForEachCounter([&](const char*, uint64_t& value) { out.push_back(&value); });
+  size_t i = 0;
+  b.ForEachCounter([&](const char*, uint64_t& value) { *out[i++] += value; });
+  return sum;
 }
 
 std::string ProgressJson(const std::string& fingerprint, const Totals& t, const ReaderPosition& position) {

@@ -69,6 +69,22 @@ struct ReaderStats {
   }
   // One line per counter that is not zero, e.g. "3 lines were not valid JSON".
   std::vector<std::string> Summary() const;
+  // Calls fn(name, counter) for every counter, in a fixed order (persisting
+  // and summing them without listing the fields again).
+  template <typename Fn>
+  void ForEachCounter(Fn fn) {
+    fn("files_opened", files_opened);
+    fn("documents", documents);
+    fn("bytes_read", bytes_read);
+    fn("unreadable_files", unreadable_files);
+    fn("binary_files", binary_files);
+    fn("invalid_json_lines", invalid_json_lines);
+    fn("missing_text_lines", missing_text_lines);
+    fn("empty_documents", empty_documents);
+    fn("oversized_lines", oversized_lines);
+    fn("oversized_documents", oversized_documents);
+    fn("invalid_utf8_bytes", invalid_utf8_bytes);
+  }
 };
 
 class DocumentReader {
