@@ -1,0 +1,244 @@
+#include "common/run_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "common/file_util.h"
+
+namespace bert {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Reads typed values from one YAML mapping, remembering the first error and
+// which keys were seen, so unknown keys can be reported.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string prefix, Status* error)
+      : node_(node), prefix_(std::move(prefix)), error_(error) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) Fail("", "must be a mapping");
+  }
+
+  template <typename T>
+  void Get(const char* key, T* out) {
+    seen_.insert(key);
+    if (!error_->ok() || !node_ || !node_.IsMap()) return;
+    YAML::Node value = node_[key];
+    if (!value) return;
+    try {
+      *out = value.as<T>();
+    } catch (const YAML::Exception&) {
+      Fail(key, "has the wrong type (" + Describe(value) + ")");
+    }
+  }
+
+  void GetStrings(const char* key, std::vector<std::string>* out) {
+    seen_.insert(key);
+    if (!error_->ok() || !node_ || !node_.IsMap()) return;
+    YAML::Node value = node_[key];
+    if (!value) return;
+    if (value.IsScalar()) {
+      *out = {value.as<std::string>()};
+      return;
+    }
+    try {
+      *out = value.as<std::vector<std::string>>();
+    } catch (const YAML::Exception&) {
+      Fail(key, "must be a path or a list of paths");
+    }
+  }
+
+  YAML::Node Child(const char* key) {
+    seen_.insert(key);
+    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
+  }
+
+  void RejectUnknownKeys() {
+    if (!error_->ok() || !node_ || !node_.IsMap()) return;
+    for (const auto& item : node_) {
+      std::string key = item.first.as<std::string>();
+      if (!seen_.count(key)) {
+        std::string known;
+        for (const std::string& k : seen_) known += (known.empty() ? "" : ", ") + k;
+        Fail(key, "is not a known key (known here: " + known + ")");
+        return;
+      }
+    }
+  }
+
+ private:
+  static std::string Describe(const YAML::Node& value) {
+    if (value.IsScalar()) return "'" + value.Scalar() + "'";
+    return value.IsSequence() ? "a list" : "a mapping";
+  }
+  void Fail(const std::string& key, const std::string& what) {
+    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + key + ": " + what);
+  }
+
+  YAML::Node node_;
+  std::string prefix_;
+  Status* error_;
+  std::set<std::string> seen_;
+};
+
+std::string Resolve(const std::string& base_dir, const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return path;
+  return (fs::path(base_dir) / path).lexically_normal().string();
+}
+
+Status Check(bool ok, const std::string& key, const std::string& what) {
+  return ok ? Status::Ok() : Status::InvalidArgument(key + ": " + what);
+}
+
+template <typename T>
+std::string Got(T value) {
+  std::ostringstream out;
+  out << ", got " << value;
+  return out.str();
+}
+
+}  // namespace
+
+Status RunConfig::Validate() const {
+  const TrainConfig& t = train;
+  const DataConfig& d = data;
+  const Status checks[] = {
+      Check(!name.empty() && name.find('/') == std::string::npos, "name", "must be a non-empty name without '/'"),
+      Check(!model.empty(), "model", "is required: the model's config.json (see configs/models/)"),
+      Check(!vocab.empty(), "vocab", "is required: the vocab.txt the corpus was prepared with"),
+      Check(!d.db.empty(), "data.db", "is required: one or more corpus databases from bertctl prepare"),
+      Check(d.max_seq_len >= 8 && d.max_seq_len <= 8192, "data.max_seq_len", "must be in [8, 8192]" + Got(d.max_seq_len)),
+      Check(d.max_predictions >= 1 && d.max_predictions <= d.max_seq_len, "data.max_predictions",
+            "must be in [1, max_seq_len]" + Got(d.max_predictions)),
+      Check(d.masked_lm_prob > 0 && d.masked_lm_prob < 1, "data.masked_lm_prob", "must be in (0, 1)" + Got(d.masked_lm_prob)),
+      Check(d.short_seq_prob >= 0 && d.short_seq_prob <= 1, "data.short_seq_prob",
+            "must be in [0, 1]" + Got(d.short_seq_prob)),
+      Check(t.global_batch_size >= 1, "train.global_batch_size", "must be >= 1" + Got(t.global_batch_size)),
+      Check(t.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0 (0: global / world size)" + Got(t.micro_batch_size)),
+      Check(t.steps >= 1, "train.steps", "must be >= 1" + Got(t.steps)),
+      Check(t.optimizer == "adamw" || t.optimizer == "lamb", "train.optimizer", "must be adamw or lamb, got " + t.optimizer),
+      Check(t.lr > 0 && t.lr < 1, "train.lr", "must be in (0, 1)" + Got(t.lr)),
+      Check(t.weight_decay >= 0 && t.weight_decay < 1, "train.weight_decay", "must be in [0, 1)" + Got(t.weight_decay)),
+      Check(t.beta1 >= 0 && t.beta1 < 1, "train.beta1", "must be in [0, 1)" + Got(t.beta1)),
+      Check(t.beta2 >= 0 && t.beta2 < 1, "train.beta2", "must be in [0, 1)" + Got(t.beta2)),
+      Check(t.eps > 0, "train.eps", "must be > 0" + Got(t.eps)),
+      Check(t.warmup_steps >= 0 && t.warmup_steps <= t.steps, "train.warmup_steps",
+            "must be in [0, train.steps]" + Got(t.warmup_steps)),
+      Check(t.schedule == "linear" || t.schedule == "polynomial" || t.schedule == "cosine" || t.schedule == "constant",
+            "train.schedule", "must be linear, polynomial, cosine or constant, got " + t.schedule),
+      Check(t.end_lr_ratio >= 0 && t.end_lr_ratio <= 1, "train.end_lr_ratio", "must be in [0, 1]" + Got(t.end_lr_ratio)),
+      Check(t.poly_power > 0, "train.poly_power", "must be > 0" + Got(t.poly_power)),
+      Check(t.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)" + Got(t.max_grad_norm)),
+      Check(t.intra_op_threads >= 1 && t.intra_op_threads <= 256, "train.intra_op_threads",
+            "must be in [1, 256]" + Got(t.intra_op_threads)),
+      Check(log.every_steps >= 1, "log.every_steps", "must be >= 1" + Got(log.every_steps)),
+  };
+  for (const Status& st : checks) BERT_RETURN_IF_ERROR(st);
+  return Status::Ok();
+}
+
+Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string& where,
+                                 const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(where + ": not valid YAML: " + e.msg + " (line " + std::to_string(e.mark.line + 1) +
+                                   ")");
+  }
+  RunConfig c;
+  Status error;
+  Section top(root, "", &error);
+  top.Get("name", &c.name);
+  top.Get("run_dir", &c.run_dir);
+  top.Get("model", &c.model);
+  top.Get("vocab", &c.vocab);
+  top.Get("lower_case", &c.lower_case);
+  Section data(top.Child("data"), "data.", &error);
+  data.GetStrings("db", &c.data.db);
+  data.Get("seed", &c.data.seed);
+  data.Get("max_seq_len", &c.data.max_seq_len);
+  data.Get("max_predictions", &c.data.max_predictions);
+  data.Get("masked_lm_prob", &c.data.masked_lm_prob);
+  data.Get("short_seq_prob", &c.data.short_seq_prob);
+  data.Get("whole_word_masking", &c.data.whole_word_masking);
+  Section train(top.Child("train"), "train.", &error);
+  TrainConfig& t = c.train;
+  train.Get("global_batch_size", &t.global_batch_size);
+  train.Get("micro_batch_size", &t.micro_batch_size);
+  train.Get("steps", &t.steps);
+  train.Get("optimizer", &t.optimizer);
+  train.Get("lr", &t.lr);
+  train.Get("weight_decay", &t.weight_decay);
+  train.Get("beta1", &t.beta1);
+  train.Get("beta2", &t.beta2);
+  train.Get("eps", &t.eps);
+  train.Get("warmup_steps", &t.warmup_steps);
+  train.Get("schedule", &t.schedule);
+  train.Get("end_lr_ratio", &t.end_lr_ratio);
+  train.Get("poly_power", &t.poly_power);
+  train.Get("max_grad_norm", &t.max_grad_norm);
+  train.Get("init_seed", &t.init_seed);
+  train.Get("intra_op_threads", &t.intra_op_threads);
+  Section log(top.Child("log"), "log.", &error);
+  log.Get("every_steps", &c.log.every_steps);
+  for (Section* s : {&data, &train, &log, &top}) s->RejectUnknownKeys();
+  if (!error.ok()) return Status::InvalidArgument(where + ": " + error.message());
+  if (c.run_dir.empty()) c.run_dir = "runs/" + c.name;
+  c.model = Resolve(base_dir, c.model);
+  c.vocab = Resolve(base_dir, c.vocab);
+  for (std::string& db : c.data.db) db = Resolve(base_dir, db);
+  Status valid = c.Validate();
+  if (!valid.ok()) return Status::InvalidArgument(where + ": " + valid.message());
+  return c;
+}
+
+Result<RunConfig> LoadRunConfig(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseRunConfig(*text, path, fs::path(path).parent_path().string());
+}
+
+std::string RunConfig::ToYaml() const {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << name << YAML::Key << "run_dir" << YAML::Value << run_dir;
+  out << YAML::Key << "model" << YAML::Value << model << YAML::Key << "vocab" << YAML::Value << vocab;
+  out << YAML::Key << "lower_case" << YAML::Value << lower_case;
+  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "db" << YAML::Value << data.db;
+  out << YAML::Key << "seed" << YAML::Value << data.seed;
+  out << YAML::Key << "max_seq_len" << YAML::Value << data.max_seq_len;
+  out << YAML::Key << "max_predictions" << YAML::Value << data.max_predictions;
+  out << YAML::Key << "masked_lm_prob" << YAML::Value << data.masked_lm_prob;
+  out << YAML::Key << "short_seq_prob" << YAML::Value << data.short_seq_prob;
+  out << YAML::Key << "whole_word_masking" << YAML::Value << data.whole_word_masking;
+  out << YAML::EndMap;
+  out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "global_batch_size" << YAML::Value << train.global_batch_size;
+  out << YAML::Key << "micro_batch_size" << YAML::Value << train.micro_batch_size;
+  out << YAML::Key << "steps" << YAML::Value << train.steps;
+  out << YAML::Key << "optimizer" << YAML::Value << train.optimizer;
+  out << YAML::Key << "lr" << YAML::Value << train.lr;
+  out << YAML::Key << "weight_decay" << YAML::Value << train.weight_decay;
+  out << YAML::Key << "beta1" << YAML::Value << train.beta1;
+  out << YAML::Key << "beta2" << YAML::Value << train.beta2;
+  out << YAML::Key << "eps" << YAML::Value << train.eps;
+  out << YAML::Key << "warmup_steps" << YAML::Value << train.warmup_steps;
+  out << YAML::Key << "schedule" << YAML::Value << train.schedule;
+  out << YAML::Key << "end_lr_ratio" << YAML::Value << train.end_lr_ratio;
+  out << YAML::Key << "poly_power" << YAML::Value << train.poly_power;
+  out << YAML::Key << "max_grad_norm" << YAML::Value << train.max_grad_norm;
+  out << YAML::Key << "init_seed" << YAML::Value << train.init_seed;
+  out << YAML::Key << "intra_op_threads" << YAML::Value << train.intra_op_threads;
+  out << YAML::EndMap;
+  out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace bert

@@ -1,0 +1,75 @@
+// RunConfig: the run configuration (YAML), shared by bertctl, the
+// coordinator and the workers.
+//
+// Loading validates every value and rejects unknown keys, so a typo is an
+// error rather than a silently ignored setting; each error is one line that
+// names the file and the key, e.g.
+//   "run.yaml: train.lr: must be > 0, got -1".
+// Relative paths in the file are resolved against the file's directory.
+// ToYaml() writes the resolved config (every key, defaults included), which
+// is frozen into the run directory and saved with every checkpoint.
+// A value type; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace bert {
+
+struct DataConfig {
+  std::vector<std::string> db;   // corpus databases (shards or separate corpora), in order
+  uint64_t seed = 12345;         // sample plan seed
+  int32_t max_seq_len = 128;     // tokens per sample, [CLS] and [SEP]s included
+  int32_t max_predictions = 20;  // masked positions per sample at most
+  double masked_lm_prob = 0.15;  // fraction of tokens masked
+  double short_seq_prob = 0.1;   // chance of a shorter target length (reference: 0.1)
+  bool whole_word_masking = false;
+};
+
+struct TrainConfig {
+  int64_t global_batch_size = 32;  // samples per optimizer step, all ranks and micro-batches together
+  int64_t micro_batch_size = 0;    // samples per forward pass per rank; 0 = global / world size
+  int64_t steps = 1000;            // optimizer steps in the run
+  std::string optimizer = "adamw"; // adamw | lamb
+  double lr = 1e-4;                // peak learning rate
+  double weight_decay = 0.01;      // decoupled; biases and LayerNorm are exempt
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-6;
+  int64_t warmup_steps = 100;      // linear warmup from 0 to lr
+  std::string schedule = "linear"; // after warmup: linear | polynomial | cosine | constant
+  double end_lr_ratio = 0.0;       // lr at the last step, as a fraction of lr
+  double poly_power = 1.0;         // for schedule: polynomial
+  double max_grad_norm = 1.0;      // global-norm clipping; 0 disables
+  uint64_t init_seed = 42;         // parameter initialisation seed
+  int32_t intra_op_threads = 1;    // LibTorch intra-op threads per worker
+};
+
+struct LogConfig {
+  int64_t every_steps = 10;  // metrics to the terminal and metrics.jsonl every K steps
+};
+
+struct RunConfig {
+  std::string name = "default";  // run name: runs/NAME
+  std::string run_dir;           // where the run writes; default runs/NAME
+  std::string model;             // HF config.json of the model (configs/models/...)
+  std::string vocab;             // vocab.txt the corpus was prepared with
+  bool lower_case = true;        // uncased model
+  DataConfig data;
+  TrainConfig train;
+  LogConfig log;
+
+  // Checks values that do not depend on the world size. Errors name the key.
+  Status Validate() const;
+  std::string ToYaml() const;
+};
+
+// Loads and validates a YAML run config. Errors name the file and the key.
+Result<RunConfig> LoadRunConfig(const std::string& path);
+// Same, from YAML text; `where` names the source in errors and `base_dir`
+// resolves relative paths.
+Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string& where,
+                                 const std::string& base_dir);
+
+}  // namespace bert

@@ -1,0 +1,78 @@
+// Run configs: defaults, path resolution, round trip, and one-line errors that
+// name the file and key for every kind of bad value.
+#include "common/run_config.h"
+
+#include <gtest/gtest.h>
+
+namespace bert {
+namespace {
+
+const char* kMinimal =
+    "model: models/bert-tiny.json\n"
+    "vocab: vocab.txt\n"
+    "data:\n"
+    "  db: [corpus/a, /abs/b]\n";
+
+Result<RunConfig> Parse(const std::string& yaml) { return ParseRunConfig(yaml, "run.yaml", "/cfg"); }
+
+TEST(RunConfigTest, MinimalConfigGetsDefaultsAndResolvedPaths) {
+  Result<RunConfig> c = Parse(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->model, "/cfg/models/bert-tiny.json");
+  EXPECT_EQ(c->vocab, "/cfg/vocab.txt");
+  EXPECT_EQ(c->data.db, (std::vector<std::string>{"/cfg/corpus/a", "/abs/b"}));
+  EXPECT_EQ(c->run_dir, "runs/default");
+  EXPECT_EQ(c->data.max_seq_len, 128);
+  EXPECT_EQ(c->train.optimizer, "adamw");
+}
+
+TEST(RunConfigTest, ResolvedYamlRoundTrips) {
+  Result<RunConfig> c = Parse(std::string(kMinimal) + "train:\n  lr: 0.0005\n  optimizer: lamb\n  steps: 77\n  warmup_steps: 7\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  Result<RunConfig> again = ParseRunConfig(c->ToYaml(), "resolved.yaml", "/elsewhere");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->ToYaml(), c->ToYaml());
+  EXPECT_EQ(again->train.steps, 77);
+  EXPECT_DOUBLE_EQ(again->train.lr, 0.0005);
+}
+
+TEST(RunConfigTest, BadValuesNameFileAndKey) {
+  struct Case {
+    std::string extra;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"train:\n  lr: -1\n", "run.yaml: train.lr: must be in (0, 1), got -1"},
+      {"train:\n  lr: fast\n", "run.yaml: train.lr: has the wrong type ('fast')"},
+      {"train:\n  optimizer: sgd\n", "run.yaml: train.optimizer: must be adamw or lamb, got sgd"},
+      {"train:\n  learning_rate: 0.1\n", "run.yaml: train.learning_rate: is not a known key"},
+      {"data:\n  max_seq_len: 4\n", "run.yaml: data.max_seq_len: must be in [8, 8192], got 4"},
+      {"colour: blue\n", "run.yaml: colour: is not a known key"},
+      {"train: 3\n", "run.yaml: train.: must be a mapping"},
+      {"train:\n  warmup_steps: 5000\n", "run.yaml: train.warmup_steps: must be in [0, train.steps]"},
+  };
+  for (const Case& c : cases) {
+    // Later keys of the same section replace the minimal config's (none overlap here).
+    Result<RunConfig> r = Parse(c.extra.rfind("data:", 0) == 0
+                                    ? "model: m.json\nvocab: v.txt\ndata:\n  db: x\n" + c.extra.substr(6)
+                                    : std::string(kMinimal) + c.extra);
+    ASSERT_FALSE(r.ok()) << c.extra;
+    EXPECT_EQ(r.status().message().rfind(c.expected, 0), 0u) << r.status().message();
+    EXPECT_EQ(r.status().message().find('\n'), std::string::npos) << "one line";
+  }
+}
+
+TEST(RunConfigTest, MissingRequiredKeysAndBrokenYamlAreNamed) {
+  Result<RunConfig> no_db = Parse("model: m.json\nvocab: v.txt\n");
+  ASSERT_FALSE(no_db.ok());
+  EXPECT_NE(no_db.status().message().find("data.db: is required"), std::string::npos);
+  Result<RunConfig> broken = Parse("model: [unclosed\n");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("run.yaml: not valid YAML"), std::string::npos);
+  Result<RunConfig> missing = LoadRunConfig("/no/such/run.yaml");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/no/such/run.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bert
