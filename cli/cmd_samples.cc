@@ -115,14 +115,18 @@ class Output {
 Status RunSamples(const SamplesArgs& args) {
   using Clock = std::chrono::steady_clock;
   const auto start_time = Clock::now();
-  Result<std::shared_ptr<const Vocab>> vocab = Vocab::Load(args.vocab_path);
-  if (!vocab.ok()) return Status::InvalidArgument("--vocab: " + vocab.status().message());
-  Result<MaskingVocab> masking_vocab = MaskingVocab::FromVocab(**vocab);
-  if (!masking_vocab.ok()) return masking_vocab.status();
   Result<std::unique_ptr<Corpus>> corpus = Corpus::Open(args.dbs);
   if (!corpus.ok()) return corpus.status();
-  const bool lower_case = (*corpus)->parts().front()->meta().lower_case;  // casing does not matter here
-  BERT_RETURN_IF_ERROR((*corpus)->CheckVocabulary((*vocab)->checksum(), (*vocab)->size(), lower_case));
+  Result<std::shared_ptr<const Vocab>> vocab = (*corpus)->LoadVocab();
+  if (!args.vocab_path.empty()) {
+    vocab = Vocab::Load(args.vocab_path);
+    if (!vocab.ok()) return Status::InvalidArgument("--vocab: " + vocab.status().message());
+    const bool lower_case = (*corpus)->parts().front()->meta().lower_case;  // casing does not matter here
+    BERT_RETURN_IF_ERROR((*corpus)->CheckVocabulary((*vocab)->checksum(), (*vocab)->size(), lower_case));
+  }
+  if (!vocab.ok()) return vocab.status();
+  Result<MaskingVocab> masking_vocab = MaskingVocab::FromVocab(**vocab);
+  if (!masking_vocab.ok()) return masking_vocab.status();
 
   CorpusIndexOptions index_options;
   index_options.max_resident_bytes = std::min<uint64_t>(args.resident_mb, uint64_t{1} << 40) << 20;
@@ -192,11 +196,11 @@ std::function<int()> SetupSamples(CLI::App& app) {
       "bytes for any --threads. Instances follow Google BERT's create_pretraining_data.py; masking is\n"
       "re-drawn every epoch. --format binary writes batches of --batch-size samples in the batch codec,\n"
       "each preceded by its size (u64 little-endian).\n"
-      "Example: bertctl samples --db db/ --vocab vocab.txt --seed 1 --epoch 0 --start 0 --count 10");
+      "Example: bertctl samples --db db/ --seed 1 --epoch 0 --start 0 --count 10");
   cmd->add_option("--db", args->dbs, "Corpus database directories (shards of one prepare, or corpora in order)")
       ->required();
-  cmd->add_option("--vocab", args->vocab_path, "The vocab.txt the corpus was prepared with ([CLS], [SEP], [MASK], ##)")
-      ->required();
+  cmd->add_option("--vocab", args->vocab_path,
+                  "Check that the corpus was prepared with this vocab.txt (default: the vocabulary stored in it)");
   cmd->add_option("--seed", args->options.seed, "Plan seed")->required();
   cmd->add_option("--epoch", args->epoch, "Epoch (masking and layout are re-drawn per epoch)")->capture_default_str();
   cmd->add_option("--start", args->start, "First global sample index of the epoch")->capture_default_str();

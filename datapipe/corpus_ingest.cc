@@ -211,7 +211,10 @@ class Ingestor {
     if (s.ok()) return Resume(progress_json);
     if (!s.IsNotFound()) return FromRocks(s, dir_, "cannot read progress");
     meta_ = NewMeta();
-    return FromRocks(db_->Put(rocksdb::WriteOptions(), "meta", meta_.ToJson()), dir_, "cannot write meta");
+    rocksdb::WriteBatch batch;
+    batch.Put("meta", meta_.ToJson());
+    batch.Put("vocab", VocabRecord(tokenizer_.vocab()));
+    return FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), dir_, "cannot write meta");
   }
 
   Status Resume(const std::string& progress_json) {

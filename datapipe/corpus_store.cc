@@ -174,6 +174,32 @@ Result<std::unique_ptr<CorpusDb>> CorpusDb::OpenReadOnly(const std::string& dir)
 
 CorpusDb::~CorpusDb() = default;
 
+std::string VocabRecord(const Vocab& vocab) {
+  std::string record;
+  for (const std::string& token : vocab.tokens()) record += token + "\n";
+  return record;
+}
+
+Result<std::shared_ptr<const Vocab>> CorpusDb::LoadVocab() const {
+  std::string record;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), "vocab", &record);
+  if (!s.ok()) {
+    return Status::NotFound(dir_ + ": corpus holds no vocabulary record (prepared by an older bertctl?); pass "
+                                   "--vocab, or re-run bertctl prepare");
+  }
+  std::vector<std::string> tokens;
+  size_t begin = 0;
+  for (size_t end; (end = record.find('\n', begin)) != std::string::npos; begin = end + 1) {
+    tokens.push_back(record.substr(begin, end - begin));
+  }
+  Result<std::shared_ptr<const Vocab>> vocab = Vocab::FromTokens(std::move(tokens));
+  if (!vocab.ok()) return Status::Corruption(dir_ + ": vocabulary record: " + vocab.status().message());
+  if ((*vocab)->checksum() != meta_.vocab_checksum) {
+    return Status::Corruption(dir_ + ": vocabulary record does not match the meta record's checksum");
+  }
+  return vocab;
+}
+
 Status CorpusDb::Get(uint64_t local_id, Document* doc) const {
   if (local_id >= meta_.num_documents) {
     return Status::InvalidArgument(dir_ + ": document " + std::to_string(local_id) + " out of range");

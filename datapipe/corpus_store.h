@@ -4,6 +4,8 @@
 //   "meta"              JSON CorpusMeta (format version, vocabulary checksum,
 //                       tokenizer settings, counts, completeness, shard)
 //   "progress"          JSON ingest progress; present only while incomplete
+//   "vocab"             the vocabulary's tokens, one per line (so later stages
+//                       need no separate vocab.txt; checked against meta)
 //   "d" + big-endian u64 document id -> EncodeDocument()
 //
 // Document ids are dense, start at 0 and follow input order. A corpus may be
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "datapipe/vocab.h"
 
 namespace rocksdb {
 class DB;
@@ -72,6 +75,8 @@ void EncodeDocument(const Document& doc, int32_t id_width, std::string* out);
 Status DecodeDocument(std::string_view value, int32_t id_width, int32_t vocab_size, Document* doc);
 
 std::string DocumentKey(uint64_t doc_id);
+// The "vocab" record's value: tokens joined by '\n'.
+std::string VocabRecord(const Vocab& vocab);
 
 // One RocksDB corpus database opened read-only.
 class CorpusDb {
@@ -83,6 +88,9 @@ class CorpusDb {
 
   const CorpusMeta& meta() const { return meta_; }
   const std::string& dir() const { return dir_; }
+  // The vocabulary the corpus was prepared with. Fails, naming the database,
+  // when the record is missing or does not match meta's checksum.
+  Result<std::shared_ptr<const Vocab>> LoadVocab() const;
   Status Get(uint64_t local_id, Document* doc) const;
   // Calls fn(local_id, doc) for every document in id order; stops on a non-OK status.
   Status ForEach(const std::function<Status(uint64_t, const Document&)>& fn) const;
@@ -106,6 +114,8 @@ class Corpus {
   const std::string& vocab_checksum() const { return parts_.front()->meta().vocab_checksum; }
   int32_t vocab_size() const { return parts_.front()->meta().vocab_size; }
   const std::vector<std::unique_ptr<CorpusDb>>& parts() const { return parts_; }
+  // The vocabulary stored with the corpus (all parts share it).
+  Result<std::shared_ptr<const Vocab>> LoadVocab() const { return parts_.front()->LoadVocab(); }
 
   Status Get(uint64_t global_id, Document* doc) const;
   Status ForEach(const std::function<Status(uint64_t, const Document&)>& fn) const;

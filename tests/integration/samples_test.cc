@@ -63,9 +63,9 @@ class SamplesTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
   static std::string Db() { return *dir_ / "db"; }
 
-  // Runs bertctl samples with the corpus and vocabulary; returns stdout only.
+  // Runs bertctl samples on the corpus (with the vocabulary stored in it).
   static CommandResult Samples(const std::string& args) {
-    return RunCommand(Bertctl() + " samples --db " + Db() + " --vocab " + UncasedVocab() + " " + args);
+    return RunCommand(Bertctl() + " samples --db " + Db() + " " + args);
   }
   static std::string Jsonl(const std::string& args) {
     TempDir out;
@@ -86,6 +86,7 @@ TEST_F(SamplesTest, OutputIsIdenticalAcrossRunsThreadsAndTokenResidency) {
   EXPECT_EQ(Jsonl("--seed 7 --epoch 1 --count 3000"), base);
   EXPECT_EQ(Jsonl("--seed 7 --epoch 1 --count 3000 --threads 2"), base);
   EXPECT_EQ(Jsonl("--seed 7 --epoch 1 --count 3000 --threads 2 --resident-mb 0"), base);  // via Corpus::Get
+  EXPECT_EQ(Jsonl("--seed 7 --epoch 1 --count 3000 --vocab " + UncasedVocab()), base);  // same as the stored one
   EXPECT_NE(Jsonl("--seed 7 --epoch 2 --count 3000"), base);
   EXPECT_NE(Jsonl("--seed 8 --epoch 1 --count 3000"), base);
   // Random access: a window equals the same lines of the full run.
