@@ -161,7 +161,11 @@ Result<std::unique_ptr<CorpusDb>> CorpusDb::OpenReadOnly(const std::string& dir)
   corpus->dir_ = dir;
   std::string meta_json;
   s = raw->Get(rocksdb::ReadOptions(), "meta", &meta_json);
-  if (!s.ok()) return Status::Corruption(dir + ": corpus database has no meta record");
+  if (s.IsNotFound()) {
+    return Status::FailedPrecondition(dir + ": corpus is incomplete: it has no meta record yet (prepare was "
+                                      "interrupted at its start); re-run bertctl prepare");
+  }
+  if (!s.ok()) return Status::IoError(dir + ": cannot read the meta record: " + s.ToString());
   Result<CorpusMeta> meta = CorpusMeta::FromJson(meta_json, dir);
   if (!meta.ok()) return meta.status();
   if (!meta->complete) {
