@@ -259,9 +259,9 @@ int RunTokenize(const TokenizeArgs& args) {
 
 std::function<int()> SetupTokenize(CLI::App& app) {
   auto args = std::make_shared<TokenizeArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "tokenize",
-      "Tokenize JSONL text into WordPiece ids, exactly as Google BERT's tokenization.py FullTokenizer.\n"
+  CLI::App* cmd = app.add_subcommand("tokenize", "Tokenize JSONL text into WordPiece ids (as BERT's reference tokenizer)");
+  cmd->footer(
+      "Ids equal Google BERT's tokenization.py FullTokenizer.\n"
       "Each input line must be a JSON object with a string \"text\" field; each output line is\n"
       "{\"ids\":[...]} for the input line with the same number (no [CLS]/[SEP]). Invalid UTF-8 bytes\n"
       "are dropped and counted in one warning. A bad line stops the run with an error naming\n"

@@ -123,13 +123,13 @@ int RunVocab(const VocabArgs& args) {
 
 std::function<int()> SetupVocab(CLI::App& app) {
   auto args = std::make_shared<VocabArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "vocab",
-      "Learn a BERT WordPiece vocabulary (vocab.txt) from raw text.\n"
+  CLI::App* cmd = app.add_subcommand("vocab", "Learn a BERT WordPiece vocabulary (vocab.txt) from raw text");
+  cmd->footer(
       "Words are counted with BERT's BasicTokenizer, then subword pieces are learned by BPE merges over\n"
       "characters with ## continuations (HuggingFace's WordPieceTrainer). The file lists [PAD] [UNK] [CLS]\n"
       "[SEP] [MASK], then the characters, the ## characters and the learned pieces in merge order. The\n"
-      "result is the same for any --threads.");
+      "result is the same for any --threads.\n"
+      "Example: bertctl vocab --input corpus/ --size 30522 --threads 8 --output vocab.txt");
   cmd->add_option("--input", args->inputs, "Input files or directories (recursively; .gz and .dz are decompressed)")
       ->required();
   cmd->add_option("--output", args->output, "vocab.txt to write (atomically)")->required();
