@@ -58,8 +58,13 @@ class Section {
 
   void RejectUnknownKeys() {
     if (!error_->ok() || !node_ || !node_.IsMap()) return;
+    std::set<std::string> given;
     for (const auto& item : node_) {
       std::string key = item.first.as<std::string>();
+      if (!given.insert(key).second) {
+        Fail(key, "is given twice");
+        return;
+      }
       if (!seen_.count(key)) {
         std::string known;
         for (const std::string& k : seen_) known += (known.empty() ? "" : ", ") + k;

@@ -50,6 +50,7 @@ TEST(RunConfigTest, BadValuesNameFileAndKey) {
       {"colour: blue\n", "run.yaml: colour: is not a known key"},
       {"train: 3\n", "run.yaml: train.: must be a mapping"},
       {"train:\n  warmup_steps: 5000\n", "run.yaml: train.warmup_steps: must be in [0, train.steps]"},
+      {"train:\n  lr: 0.1\n  lr: 0.2\n", "run.yaml: train.lr: is given twice"},
   };
   for (const Case& c : cases) {
     // Later keys of the same section replace the minimal config's (none overlap here).
