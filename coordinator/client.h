@@ -1,0 +1,145 @@
+// CoordinatorClient: the worker's side of the protocol (common/protocol.h),
+// without LibTorch. A worker (one process per GPU or CPU slot) does:
+//
+//   CoordinatorClient client(options);
+//   Result<RunInfo> run = client.Register();        // refused -> exit ExitCodeFor(client.end_reason())
+//   while (true) {
+//     Result<std::optional<WorkerBatch>> next = client.NextBatch();
+//     if (!next.ok()) return ExitCodeFor(client.end_reason());   // aborted / coordinator lost
+//     if (!next->has_value()) break;                             // Done: the run is complete
+//     ... train on (*next)->batch ...
+//     client.Ack((*next)->step, (*next)->micro, loss, step_ms, (*next)->wait_ms);
+//   }
+//
+// Prefetch: the coordinator may send `prefetch` batches ahead; a background
+// I/O thread receives, verifies (size, checksum, header vs. contents) and
+// decodes them into a queue, and NextBatch() returns one credit per batch it
+// takes, so `prefetch` batches stay in flight and a worker never waits on
+// data in steady state. The same thread sends a Heartbeat every interval
+// (even while the training thread is busy) and watches the coordinator's:
+// after heartbeat_timeout_ms of silence the coordinator is lost.
+//
+// Abort: when the coordinator orders an abort (a peer died) or is lost, the
+// abort callback runs on the I/O thread (e.g. to abort NCCL collectives that
+// would otherwise hang), and NextBatch() returns the error.
+//
+// Thread safety: NextBatch() from one thread; Ack() from any thread;
+// Register() once, first. Errors name the coordinator's endpoint.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <zmq.hpp>
+
+#include "common/protocol.h"
+#include "common/status.h"
+#include "datapipe/batch_codec.h"
+
+namespace bert {
+
+struct ClientOptions {
+  std::string endpoint;              // the coordinator's, e.g. tcp://node1:5555
+  std::string run_id;                // the run's id (its name unless the coordinator was given --run-id)
+  uint32_t rank = 0;
+  uint32_t world_size = 1;
+  std::string host;                  // default: this machine's hostname
+  std::string device = "cpu";        // for the coordinator's logs
+  uint64_t generation = 0;           // launcher restart count
+  int register_timeout_ms = 60000;   // no RegisterReply by then: the coordinator is lost
+  int64_t max_batch_bytes = int64_t{1} << 30;  // ZMQ_MAXMSGSIZE and the batch decode limit
+};
+
+// What RegisterReply told the worker.
+struct RunInfo {
+  std::string run_id;
+  uint64_t start_step = 0, total_steps = 0;
+  uint64_t global_batch_size = 0, micro_batch_size = 0;
+  uint32_t micro_batches_per_step = 0, world_size = 0, prefetch = 0;
+  int heartbeat_interval_ms = 0, heartbeat_timeout_ms = 0;
+  uint64_t seed = 0;
+  int32_t max_seq_len = 0, max_predictions = 0, vocab_size = 0;
+  double masked_lm_prob = 0;
+  bool whole_word_masking = false;
+};
+
+struct WorkerBatch {
+  uint64_t step = 0;
+  uint32_t micro = 0, num_micro = 0;
+  uint64_t epoch = 0;
+  uint64_t sample_begin = 0, sample_end = 0;  // epoch-local sample indices
+  uint64_t payload_bytes = 0, checksum = 0;
+  double wait_ms = 0;  // how long NextBatch() blocked for it (data wait)
+  Batch batch;         // decoded samples
+};
+
+enum class EndReason {
+  kNone,             // still running
+  kDone,             // the coordinator reported the run complete
+  kAborted,          // the coordinator ordered an abort
+  kCoordinatorLost,  // the coordinator went silent, or never answered Register
+  kRefused,          // registration refused
+  kProtocolError,    // the coordinator sent an invalid batch
+};
+// kExitOk, kExitAborted, kExitCoordinatorLost, kExitRegistration or kExitError.
+int ExitCodeFor(EndReason reason);
+const char* EndReasonName(EndReason reason);
+
+class CoordinatorClient {
+ public:
+  explicit CoordinatorClient(ClientOptions options);
+  ~CoordinatorClient();  // stops the I/O thread; pending Acks are flushed (up to 1 s)
+  CoordinatorClient(const CoordinatorClient&) = delete;
+  CoordinatorClient& operator=(const CoordinatorClient&) = delete;
+
+  Result<RunInfo> Register();
+  // The next batch in (step, micro) order, blocking until it arrives;
+  // nullopt once the run is complete; an error when aborted or lost.
+  Result<std::optional<WorkerBatch>> NextBatch();
+  // Reports a micro-batch as trained. Never blocks on the network.
+  Status Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms);
+  // Runs on the I/O thread when the run ends abnormally (abort or lost).
+  void SetAbortCallback(std::function<void(EndReason, const std::string&)> callback);
+
+  EndReason end_reason() const;
+  std::string end_message() const;
+  uint64_t rejected_messages() const { return rejected_.load(); }
+
+ private:
+  void IoLoop();
+  void HandleIncoming(Frames& frames);
+  Status CheckAndDecode(const proto::BatchHeader& header, const zmq::message_t& payload, WorkerBatch* out) const;
+  void End(EndReason reason, const std::string& message);
+  void Enqueue(const proto::Envelope& envelope);
+  void ForwardOutbox();  // I/O thread: pipe -> coordinator
+  std::string Where() const { return "coordinator " + options_.endpoint; }
+
+  const ClientOptions options_;
+  RunInfo run_;
+  zmq::context_t context_{1};
+  zmq::socket_t dealer_;     // owned by the caller in Register(), then by the I/O thread
+  zmq::socket_t pipe_out_;   // I/O thread: messages to forward to the coordinator
+  std::mutex pipe_mutex_;    // guards pipe_in_ (any thread sends through it)
+  zmq::socket_t pipe_in_;
+  std::thread io_thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> last_acked_step_{0};
+  std::atomic<uint64_t> rejected_{0};
+
+  mutable std::mutex mutex_;  // guards the fields below
+  std::condition_variable changed_;
+  std::deque<WorkerBatch> queue_;
+  bool done_ = false;
+  EndReason end_reason_ = EndReason::kNone;
+  std::string end_message_;
+  std::function<void(EndReason, const std::string&)> abort_callback_;
+};
+
+}  // namespace bert

@@ -1,0 +1,193 @@
+// bert-coordinator: serves MLM/NSP batches to the workers of one run over
+// ZeroMQ and records every dispatch and acknowledgement in the run's ledger.
+// The protocol is in common/protocol.h; exit codes are ExitCode there.
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "common/file_util.h"
+#include "common/logging.h"
+#include "common/protocol.h"
+#include "common/run_config.h"
+#include "coordinator/data_source.h"
+#include "coordinator/ledger.h"
+#include "coordinator/server.h"
+
+namespace {
+
+// Set by SIGINT/SIGTERM; the server loop polls it (a handler only sets a flag).
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+struct Args {
+  std::string config_path;
+  std::string run_dir;            // default: the config's run_dir
+  std::string run_id;             // default: the config's name
+  uint32_t world_size = 1;
+  uint64_t resident_mb = 8192;
+  std::string dump_ledger;        // RUN_DIR: print the ledger and exit
+  bert::ServerOptions server;
+};
+
+int ExitCodeFor(const bert::Status& status) {
+  return status.code() == bert::Status::Code::kInvalidArgument ||
+                 status.code() == bert::Status::Code::kFailedPrecondition
+             ? bert::kExitUsage
+             : bert::kExitError;
+}
+
+int Fail(const bert::Status& status) {
+  LOG(ERROR) << "[coord] " << status.message();
+  return ExitCodeFor(status);
+}
+
+int DumpLedger(const std::string& run_dir) {
+  auto ledger = bert::Ledger::OpenReadOnly(bert::LedgerDir(run_dir));
+  if (!ledger.ok()) return Fail(ledger.status());
+  bert::Status dumped = (*ledger)->DumpJsonLines(std::cout);
+  std::cout.flush();
+  return dumped.ok() ? bert::kExitOk : Fail(dumped);
+}
+
+bert::Status CheckArgs(const Args& args) {
+  const bert::ServerOptions& s = args.server;
+  if (args.world_size < 1 || args.world_size > bert::kMaxWorldSize) {
+    return bert::Status::InvalidArgument("--world-size: must be in [1, 65536]");
+  }
+  if (s.prefetch < 1 || s.prefetch > 1024) return bert::Status::InvalidArgument("--prefetch: must be in [1, 1024]");
+  if (s.builder.num_threads < 1 || s.builder.num_threads > 256) {
+    return bert::Status::InvalidArgument("--build-threads: must be in [1, 256]");
+  }
+  if (s.heartbeat_interval_ms < 10) return bert::Status::InvalidArgument("--heartbeat-interval-ms: must be >= 10");
+  if (s.heartbeat_timeout_ms < 2 * s.heartbeat_interval_ms) {
+    return bert::Status::InvalidArgument("--heartbeat-timeout-ms: must be at least twice --heartbeat-interval-ms");
+  }
+  if (s.max_message_bytes < int64_t{bert::kMaxControlFrameBytes}) {
+    return bert::Status::InvalidArgument("--max-message-bytes: must be >= 65536 (the largest control frame)");
+  }
+  if (s.builder.pad_to_multiple < 1 || s.builder.pad_to_multiple > 4096) {
+    return bert::Status::InvalidArgument("--pad-to-multiple: must be in [1, 4096]");
+  }
+  if (!args.run_id.empty() && !bert::IsPrintableField(args.run_id, bert::kMaxRunIdBytes)) {
+    return bert::Status::InvalidArgument("--run-id: must be 1-128 printable ASCII characters");
+  }
+  return bert::Status::Ok();
+}
+
+void AddOptions(CLI::App& app, Args* args) {
+  app.add_option("--config", args->config_path, "Run config (YAML): corpus, sample plan, batch sizes, steps");
+  app.add_option("--bind", args->server.bind, "ZeroMQ endpoint to serve on; port * picks a free one")
+      ->capture_default_str();
+  app.add_option("--world-size", args->world_size, "Number of workers (ranks)")->capture_default_str();
+  app.add_option("--run-dir", args->run_dir, "Run directory (default: the config's run_dir, runs/NAME)");
+  app.add_option("--run-id", args->run_id, "Run id workers must present (default: the config's name)");
+  app.add_option("--prefetch", args->server.prefetch, "Batches in flight per worker (credits)")
+      ->capture_default_str();
+  app.add_option("--build-threads", args->server.builder.num_threads, "Threads building batches ahead of demand")
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval-ms", args->server.heartbeat_interval_ms, "Heartbeat period, both ways")
+      ->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", args->server.heartbeat_timeout_ms,
+                 "A worker silent this long is dead; the others are told to abort")
+      ->capture_default_str();
+  app.add_option("--register-timeout-ms", args->server.register_timeout_ms,
+                 "Every rank must register within this (after start)")
+      ->capture_default_str();
+  app.add_option("--max-message-bytes", args->server.max_message_bytes,
+                 "ZMQ_MAXMSGSIZE: a peer sending a bigger frame is disconnected")
+      ->capture_default_str();
+  app.add_option("--pad-to-multiple", args->server.builder.pad_to_multiple,
+                 "Round each batch's padded length up to a multiple (few distinct shapes)")
+      ->capture_default_str();
+  app.add_option("--resident-mb", args->resident_mb, "Keep the corpus's token ids in memory up to this size")
+      ->capture_default_str();
+  app.add_option("--progress-every-s", args->server.progress_every_s, "Seconds between progress lines")
+      ->capture_default_str();
+  app.add_option("--dump-ledger", args->dump_ledger,
+                 "Print the ledger of RUN_DIR as JSON lines (meta, epochs, batches) and exit");
+}
+
+int Serve(Args& args) {
+  bert::Status checked = CheckArgs(args);
+  if (!checked.ok()) return Fail(checked);
+  bert::Result<bert::RunConfig> config = bert::LoadRunConfig(args.config_path);
+  if (!config.ok()) return Fail(config.status());
+  const std::string run_dir = args.run_dir.empty() ? config->run_dir : args.run_dir;
+  bert::ServerOptions& options = args.server;
+  options.run_id = args.run_id.empty() ? config->name : args.run_id;
+  options.total_steps = static_cast<uint64_t>(config->train.steps);
+  options.stop = &g_stop;
+  auto geometry = bert::DispatchGeometry::Make(config->train.global_batch_size, args.world_size,
+                                               config->train.micro_batch_size);
+  if (!geometry.ok()) return Fail(geometry.status());
+  auto data = bert::OpenDataSource(*config, std::min<uint64_t>(args.resident_mb, uint64_t{1} << 40) << 20);
+  if (!data.ok()) return Fail(data.status());
+
+  bert::LedgerMeta meta;
+  meta.run_id = options.run_id;
+  meta.global_batch_size = geometry->global_batch_size;
+  meta.seed = data->options.seed;
+  meta.max_seq_len = data->options.max_seq_len;
+  meta.max_predictions = data->options.masking.max_predictions;
+  meta.masked_lm_prob = data->options.masking.masked_lm_prob;
+  meta.short_seq_prob = data->options.short_seq_prob;
+  meta.whole_word_masking = data->options.masking.whole_word;
+  meta.corpus_fingerprint = data->fingerprint;
+  meta.world_size = geometry->world_size;
+  meta.micro_batch_size = geometry->micro_batch_size;
+  meta.total_steps = options.total_steps;
+  auto ledger = bert::Ledger::Open(bert::LedgerDir(run_dir), meta);
+  if (!ledger.ok()) return Fail(ledger.status());
+  LOG(INFO) << "[coord] run " << options.run_id << ", session " << (*ledger)->meta().session << ": step "
+            << (*ledger)->cursor() << " of " << options.total_steps << " (" << (*ledger)->dropped_on_resume()
+            << " unfinished batches of the last session will be sent again); world size " << geometry->world_size
+            << ", per rank and step " << geometry->micro_batches << " micro-batches of " << geometry->micro_batch_size
+            << " samples; corpus " << data->index->num_documents() << " documents";
+
+  int exit_code;
+  {
+    bert::Server server(options, *data, *geometry, ledger->get());
+    bert::Result<std::string> endpoint = server.Bind();
+    if (!endpoint.ok()) return Fail(endpoint.status());
+    // Launchers and tests read the bound endpoint (port * resolved) from here.
+    bert::Status written = bert::WriteFileAtomic(run_dir + "/coordinator/endpoint", *endpoint + "\n");
+    if (!written.ok()) return Fail(written);
+    LOG(INFO) << "[coord] serving on " << *endpoint << " (prefetch " << options.prefetch << ", heartbeat "
+              << options.heartbeat_interval_ms << "/" << options.heartbeat_timeout_ms << " ms)";
+    exit_code = server.Run();
+    bert::Status stats = bert::WriteFileAtomic(run_dir + "/coordinator/stats.json", server.stats().ToJson() + "\n");
+    if (!stats.ok()) LOG(WARNING) << "[coord] " << stats.message();
+  }  // the server's destructor lingers until the final Done/Abort left
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bert::InitLogging(argv[0]);
+  CLI::App app{"bert-coordinator: serves MLM/NSP batches of a run's corpus to its workers over ZeroMQ,\n"
+               "with credit-based prefetch, heartbeats and a RocksDB dispatch ledger (RUN_DIR/coordinator/ledger)."};
+  app.footer(
+      "Example: bert-coordinator --config runs/demo.yaml --bind tcp://0.0.0.0:5555 --world-size 4\n"
+      "The bound endpoint is written to RUN_DIR/coordinator/endpoint, final counters to stats.json.\n"
+      "A restarted coordinator resumes from the ledger's cursor (the first step not acknowledged by all ranks).\n"
+      "Exit codes: 0 run complete, 1 error, 2 bad flag/config, 3 a worker died (the others were told to abort),\n"
+      "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM).");
+  Args args;
+  AddOptions(app, &args);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? bert::kExitOk : bert::kExitUsage;
+  }
+  if (!args.dump_ledger.empty()) return DumpLedger(args.dump_ledger);
+  if (args.config_path.empty()) {
+    LOG(ERROR) << "[coord] --config: required (or --dump-ledger RUN_DIR)";
+    return bert::kExitUsage;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  return Serve(args);
+}

@@ -1,0 +1,133 @@
+// Server: the coordinator's ZeroMQ loop (protocol in common/protocol.h).
+//
+// One thread owns the ROUTER socket, the worker registry, the per-rank
+// dispatch streams and the ledger writes; a BatchBuilder pool builds batches
+// ahead. Each loop iteration waits (zmq::poll) on the socket and on the
+// builders' eventfd, handles every waiting message, sends every batch that a
+// worker has credit for and that is built, sends heartbeats that are due, and
+// checks liveness, completion and the stop flag.
+//
+// Per rank r the stream is (step, micro) for step from the ledger's cursor
+// to total_steps - 1, micro from 0 to M - 1, in that order; batches are built
+// up to 2 x prefetch ahead of what was sent, before the worker registers.
+//
+// Run() returns the process exit code (ExitCode in common/protocol.h):
+//   kExitOk            every step acknowledged; Done sent to every worker
+//   kExitAborted       a worker was silent for heartbeat_timeout_ms: the others got Abort
+//   kExitRegistration  not every rank registered within register_timeout_ms
+//   kExitInterrupted   *stop became true: the workers got Abort
+//   kExitError         the ledger or the corpus failed: the workers got Abort
+// Not thread-safe: construct, Bind() and Run() on one thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/protocol.h"
+#include "common/status.h"
+#include "coordinator/batch_builder.h"
+#include "coordinator/data_source.h"
+#include "coordinator/dispatch_plan.h"
+#include "coordinator/ledger.h"
+#include "coordinator/worker_registry.h"
+
+namespace bert {
+
+struct ServerOptions {
+  std::string bind = "tcp://127.0.0.1:*";   // ZeroMQ endpoint; port * = any free port
+  std::string run_id;                       // workers must present it
+  uint64_t total_steps = 0;                 // the run is complete when all are acknowledged
+  uint32_t prefetch = 4;                    // batches in flight per worker (credits)
+  BuilderOptions builder;
+  int heartbeat_interval_ms = 500;          // both ways
+  int heartbeat_timeout_ms = 3000;          // silent longer = dead
+  int64_t register_timeout_ms = 600000;     // all ranks must register within this
+  int64_t max_message_bytes = 1 << 20;      // ZMQ_MAXMSGSIZE: libzmq drops peers sending bigger frames
+  double progress_every_s = 10;             // progress line interval
+  int linger_ms = 2000;                     // to flush the final Done / Abort
+  const std::atomic<bool>* stop = nullptr;  // set by a signal handler: Abort the workers and return
+};
+
+struct ServerStats {
+  uint64_t batches_sent = 0, samples_sent = 0, bytes_sent = 0, tokens_sent = 0;
+  uint64_t acks = 0, messages_received = 0;
+  std::array<uint64_t, static_cast<size_t>(Reject::kCount)> rejects{};
+  uint64_t start_step = 0, cursor = 0;
+  int exit_code = -1;
+  std::string exit_reason;
+  int dead_rank = -1;
+  double elapsed_s = 0;
+  double build_cpu_s = 0;  // CPU time the batch builders spent
+  uint64_t samples_built = 0;
+  uint64_t total_rejects() const;
+  std::string ToJson() const;
+};
+
+class Server {
+ public:
+  // `data` and `ledger` must outlive the server; `geometry` must match
+  // options.world_size.
+  Server(const ServerOptions& options, const DataSource& data, const DispatchGeometry& geometry, Ledger* ledger);
+  ~Server();
+
+  // Binds the ROUTER socket and starts the builders; returns the endpoint
+  // actually bound (with the port chosen for "*"). Fails naming the endpoint.
+  Result<std::string> Bind();
+  // Serves until the run ends; returns the exit code (see above).
+  int Run();
+  const ServerStats& stats() const { return stats_; }
+
+ private:
+  struct RankStream {
+    BatchKey next_send;     // next batch to send
+    BatchKey next_request;  // next batch to ask the builders for
+    uint32_t credits = 0;   // batches the worker may still be sent
+    uint64_t uncredited = 0;  // sent and not yet credited back
+    std::set<std::pair<uint64_t, uint32_t>> unacked;  // (step, micro) sent, not acknowledged
+  };
+
+  void HandleMessage(zmq::message_t* parts, size_t num_parts, size_t dropped_frames);
+  void HandleRegister(const std::string& identity, const proto::Register& request, Reject field_check,
+                      const std::string& field_detail);
+  void HandleCredit(uint32_t rank, const proto::Credit& credit);
+  void HandleAck(uint32_t rank, const proto::Ack& ack);
+  void CountReject(Reject reason, const std::string& identity, const std::string& detail);
+  std::string DescribePeer(const std::string& identity) const;
+
+  void Advance(BatchKey* key) const;
+  void RequestAhead(uint32_t rank);
+  void SendBatches();
+  bool SendNext(uint32_t rank);
+  void SendHeartbeats(int64_t now_ms);
+  void SendToAll(const proto::Envelope& envelope);
+  // Ends the run: sets stats_, tells the workers (Abort or Done), returns the code.
+  int Finish(int exit_code, const std::string& reason, int dead_rank = -1);
+  // Checks liveness, completion, timeouts and the stop flag; returns an exit
+  // code when the run must end, or -1.
+  int CheckRunState(int64_t now_ms);
+  void MaybeLogProgress(int64_t now_ms, bool force);
+
+  const ServerOptions options_;
+  const DataSource& data_;
+  const DispatchGeometry geometry_;
+  Ledger* ledger_;
+  zmq::context_t context_{1};
+  zmq::socket_t router_;
+  std::unique_ptr<BatchBuilder> builder_;
+  WorkerRegistry registry_;
+  StepTracker tracker_;
+  std::vector<RankStream> streams_;
+  Status fatal_;  // set when the ledger or a build fails
+  ServerStats stats_;
+  int64_t start_ms_ = 0, last_heartbeat_ms_ = 0, last_progress_ms_ = 0;
+  uint64_t last_progress_samples_ = 0, last_progress_bytes_ = 0, last_progress_cursor_ = 0;
+};
+
+}  // namespace bert
