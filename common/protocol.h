@@ -25,7 +25,7 @@
 //                                       <- Done          every step is acknowledged
 //                                       <- Abort{reason} a worker died / coordinator stops
 //
-// Batch assignment (coordinator/dispatch_plan.h): the global batch of step s
+// Batch assignment (datapipe/dispatch_plan.h): the global batch of step s
 // is G consecutive samples of one epoch's order; rank r of W gets the
 // contiguous slice RankSlice() of it, cut into micro-batches of
 // micro_batch_size samples. A global batch never spans two epochs: epoch e

@@ -113,7 +113,6 @@ Status RunConfig::Validate() const {
   const Status checks[] = {
       Check(!name.empty() && name.find('/') == std::string::npos, "name", "must be a non-empty name without '/'"),
       Check(!model.empty(), "model", "is required: the model's config.json (see configs/models/)"),
-      Check(!vocab.empty(), "vocab", "is required: the vocab.txt the corpus was prepared with"),
       Check(!d.db.empty(), "data.db", "is required: one or more corpus databases from bertctl prepare"),
       Check(d.max_seq_len >= 8 && d.max_seq_len <= 8192, "data.max_seq_len", "must be in [8, 8192]" + Got(d.max_seq_len)),
       Check(d.max_predictions >= 1 && d.max_predictions <= d.max_seq_len, "data.max_predictions",

@@ -54,7 +54,7 @@ struct RunConfig {
   std::string name = "default";  // run name: runs/NAME
   std::string run_dir;           // where the run writes; default runs/NAME
   std::string model;             // HF config.json of the model (configs/models/...)
-  std::string vocab;             // vocab.txt the corpus was prepared with
+  std::string vocab;             // optional: check the corpus was prepared with this vocab.txt
   bool lower_case = true;        // uncased model
   DataConfig data;
   TrainConfig train;

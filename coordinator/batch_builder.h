@@ -33,8 +33,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "coordinator/data_source.h"
-#include "coordinator/dispatch_plan.h"
+#include "datapipe/data_source.h"
+#include "datapipe/dispatch_plan.h"
 #include "coordinator/ledger.h"
 
 namespace bert {

@@ -40,7 +40,7 @@
 #include <string_view>
 
 #include "common/status.h"
-#include "coordinator/dispatch_plan.h"
+#include "datapipe/dispatch_plan.h"
 
 namespace rocksdb {
 class DB;

@@ -11,7 +11,7 @@
 #include "common/logging.h"
 #include "common/protocol.h"
 #include "common/run_config.h"
-#include "coordinator/data_source.h"
+#include "datapipe/data_source.h"
 #include "coordinator/ledger.h"
 #include "coordinator/server.h"
 

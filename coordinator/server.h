@@ -33,8 +33,8 @@
 #include "common/protocol.h"
 #include "common/status.h"
 #include "coordinator/batch_builder.h"
-#include "coordinator/data_source.h"
-#include "coordinator/dispatch_plan.h"
+#include "datapipe/data_source.h"
+#include "datapipe/dispatch_plan.h"
 #include "coordinator/ledger.h"
 #include "coordinator/worker_registry.h"
 

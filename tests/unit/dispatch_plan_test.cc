@@ -1,8 +1,8 @@
-// Dispatch arithmetic (coordinator/dispatch_plan.h): geometry checks, the
+// Dispatch arithmetic (datapipe/dispatch_plan.h): geometry checks, the
 // micro-batches of every rank tiling each global batch for W = 1..16, the
 // global step -> (epoch, step in epoch) walk against brute force, and the
 // committed-step cursor under out-of-order acknowledgements.
-#include "coordinator/dispatch_plan.h"
+#include "datapipe/dispatch_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "coordinator/data_source.h"
+#include "datapipe/data_source.h"
 
 #include "datapipe/vocab.h"
 
@@ -25,10 +25,12 @@ Result<DataSource> OpenDataSource(const RunConfig& config, uint64_t max_resident
   // The corpus carries its vocabulary; the config's vocab.txt is a check.
   Result<std::shared_ptr<const Vocab>> vocab = source.corpus->LoadVocab();
   if (!vocab.ok()) return vocab.status();
-  Result<std::shared_ptr<const Vocab>> configured = Vocab::Load(config.vocab);
-  if (!configured.ok()) return Status::InvalidArgument("vocab: " + configured.status().message());
-  BERT_RETURN_IF_ERROR(
-      source.corpus->CheckVocabulary((*configured)->checksum(), (*configured)->size(), config.lower_case));
+  if (!config.vocab.empty()) {
+    Result<std::shared_ptr<const Vocab>> configured = Vocab::Load(config.vocab);
+    if (!configured.ok()) return Status::InvalidArgument("vocab: " + configured.status().message());
+    BERT_RETURN_IF_ERROR(
+        source.corpus->CheckVocabulary((*configured)->checksum(), (*configured)->size(), config.lower_case));
+  }
   Result<MaskingVocab> masking_vocab = MaskingVocab::FromVocab(**vocab);
   if (!masking_vocab.ok()) return masking_vocab.status();
   source.vocab = std::make_shared<const MaskingVocab>(std::move(masking_vocab).value());

@@ -1,4 +1,4 @@
-#include "coordinator/dispatch_plan.h"
+#include "datapipe/dispatch_plan.h"
 
 #include <algorithm>
 
