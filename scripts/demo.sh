@@ -3,7 +3,9 @@
 #   1. learn a 30522-token WordPiece vocabulary from the Linux kernel
 #      documentation (Debian's linux-doc-6.1, about 42 MB of text),
 #   2. ingest that corpus into RocksDB with it (bertctl prepare),
-#   3. print the corpus statistics.
+#   3. print the corpus statistics,
+#   4. pretrain bert-tiny on it for a few hundred steps in one process
+#      (configs/runs/tiny.yaml; metrics in runs/tiny/metrics.jsonl).
 # Results go to runs/default/. Re-running it reuses what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +23,5 @@ if [ ! -s "$RUN/vocab.txt" ]; then
 fi
 "$BERTCTL" prepare --input "$CORPUS" --vocab "$RUN/vocab.txt" --db "$RUN/corpus" --threads 2
 "$BERTCTL" corpus stats --db "$RUN/corpus" --vocab "$RUN/vocab.txt"
-echo "[demo] done: vocabulary $RUN/vocab.txt, corpus $RUN/corpus"
+build/bin/bert-worker --local --config configs/runs/tiny.yaml
+echo "[demo] done: vocabulary $RUN/vocab.txt, corpus $RUN/corpus, bert-tiny run runs/tiny"

@@ -1,0 +1,298 @@
+// Train-step benchmark: samples/s and MFU of BertForPreTraining training
+// steps (forward, backward, AdamW update; MLM on masked positions only) at
+// seq 128 on the CPU, beside the fp32 GEMM peak measured in the same run
+// (torch::mm n^3, best of several) for each intra-op thread count.
+//
+// Model FLOPs are worker/flops.h's (6N + 12LHT per token, plus the heads at
+// their real counts). Full-length rows with 20 masked positions each
+// (BERT's max_predictions_per_seq at 128). Times are the fastest of the
+// timed steps, like the GEMM peak's best of several (the machine may be
+// shared; the median is printed too), split into forward, backward and
+// optimizer (clip + update + zeroing) by the Trainer's own timers.
+//
+// Reference (issue): PyTorch eager in Python, same architecture, AdamW, one
+// intra-op thread: bert-base batch 8 MFU ~50%; bert-tiny batch 32 ~64
+// samples/s (MFU ~21%). Targets: bert-base MFU >= 60%; bert-tiny >= 128/s.
+//
+//   train_step_bench [--smoke] [--models tiny,small,base] [--threads 1,2]
+//                    [--steps N] [--optimizer adamw|lamb] [--profile MODEL [--profile-threads T]]
+// --profile runs one more step of MODEL under the autograd profiler and
+// prints where the time goes (self time per op).
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "worker/bert_heads.h"
+#include "worker/blas_setup.h"
+#include "worker/flops.h"
+#include "worker/train_step.h"
+
+namespace {
+
+using namespace bert;  // NOLINT: a benchmark's main file
+
+struct Args {
+  bool smoke = false;
+  std::vector<std::string> models = {"tiny", "small", "base"};
+  std::vector<int> threads = {1, 2};
+  int steps = 0;  // 0: per-model default
+  std::string optimizer = "adamw";
+  std::string profile;  // model to profile, empty: none
+  int profile_threads = 1;
+};
+
+std::vector<std::string> Split(const std::string& text) {
+  std::vector<std::string> parts;
+  std::stringstream in(text);
+  for (std::string part; std::getline(in, part, ',');) {
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
+bool ParseArgs(int argc, char** argv, Args* args) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (arg == "--smoke") {
+      args->smoke = true;
+    } else if (arg == "--models") {
+      args->models = Split(value());
+    } else if (arg == "--threads") {
+      args->threads.clear();
+      for (const std::string& t : Split(value())) args->threads.push_back(std::stoi(t));
+    } else if (arg == "--steps") {
+      args->steps = std::stoi(value());
+    } else if (arg == "--optimizer") {
+      args->optimizer = value();
+    } else if (arg == "--profile") {
+      args->profile = value();
+    } else if (arg == "--profile-threads") {
+      args->profile_threads = std::stoi(value());
+    } else {
+      std::fprintf(stderr, "train_step_bench: unknown argument %s\n", arg.c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+struct Workload {
+  std::string model;  // tiny, small, base, ...: configs/models/bert-MODEL.json
+  int64_t batch_size = 8;
+  int64_t seq_len = 128;
+  int64_t masked_per_row = 20;
+  int steps = 3;
+};
+
+Workload DefaultWorkload(const std::string& model, const Args& args) {
+  Workload w;
+  w.model = model;
+  if (model == "tiny") {
+    w.batch_size = 32;
+    w.steps = 20;
+  } else if (model == "mini" || model == "small") {
+    w.batch_size = 16;
+    w.steps = 6;
+  } else {
+    w.batch_size = 8;
+    w.steps = 4;
+  }
+  if (args.smoke) {
+    w.batch_size = 4;
+    w.seq_len = 32;
+    w.masked_per_row = 5;
+    w.steps = 2;
+  }
+  if (args.steps > 0) w.steps = args.steps;
+  return w;
+}
+
+// Full-length rows: [CLS] A [SEP] B [SEP] of random ids, `masked_per_row` positions masked.
+PretrainBatch MakeBatch(const Workload& w, int64_t vocab_size, uint64_t seed) {
+  torch::manual_seed(static_cast<int64_t>(seed));
+  const int64_t b = w.batch_size, t = w.seq_len, m = w.masked_per_row;
+  PretrainBatch batch;
+  batch.input_ids = torch::randint(1000, vocab_size, {b, t}, torch::kLong);
+  batch.token_type_ids = torch::zeros({b, t}, torch::kLong);
+  batch.token_type_ids.narrow(1, t / 2, t - t / 2).fill_(1);
+  batch.lengths = torch::full({b}, t, torch::kLong);
+  // Positions 1, 1 + stride, ... in every row (never [CLS]).
+  const int64_t stride = (t - 2) / m;
+  torch::Tensor rows = torch::arange(b, torch::kLong).unsqueeze(1) * t;
+  torch::Tensor columns = 1 + torch::arange(m, torch::kLong) * stride;
+  batch.masked_positions = (rows + columns.unsqueeze(0)).reshape({-1});
+  batch.masked_labels = torch::randint(1000, vocab_size, {b * m}, torch::kLong);
+  batch.nsp_labels = torch::randint(0, 2, {b}, torch::kLong);
+  return batch;
+}
+
+struct Result_ {
+  double step_s = 0, forward_s = 0, backward_s = 0, optimizer_s = 0;  // of the fastest step
+  double median_step_s = 0;
+  double flops = 0;
+};
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+TrainerOptions BenchTrainerOptions(const std::string& optimizer) {
+  TrainerOptions options;
+  options.optimizer.kind = ParseOptimizerKind(optimizer).value();
+  options.schedule.peak_lr = 1e-4;
+  options.schedule.warmup_steps = 100;
+  options.schedule.total_steps = 1000;
+  return options;
+}
+
+Result_ RunWorkload(const Workload& w, const BertConfig& config, const std::string& optimizer) {
+  BertForPreTraining model(config);
+  Trainer trainer(&model, BenchTrainerOptions(optimizer));
+  const PretrainBatch batch = MakeBatch(w, config.vocab_size, 1);
+  trainer.TrainStep({batch});  // warm-up: first-touch allocations
+  std::vector<double> step, forward, backward, update;
+  for (int i = 0; i < w.steps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    StepMetrics metrics = trainer.TrainStep({batch});
+    step.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    forward.push_back(metrics.forward_seconds);
+    backward.push_back(metrics.backward_seconds);
+    update.push_back(metrics.optimizer_seconds);
+  }
+  Result_ r;
+  const size_t best = static_cast<size_t>(std::min_element(step.begin(), step.end()) - step.begin());
+  r.step_s = step[best];
+  r.forward_s = forward[best];
+  r.backward_s = backward[best];
+  r.optimizer_s = update[best];
+  r.median_step_s = Median(step);
+  r.flops = PreTrainingFlops(config, w.batch_size, w.seq_len, batch.num_masked());
+  return r;
+}
+
+// One step under the legacy autograd profiler: self time per op name.
+void Profile(const Workload& w, const BertConfig& config, const std::string& optimizer) {
+  BertForPreTraining model(config);
+  Trainer trainer(&model, BenchTrainerOptions(optimizer));
+  const PretrainBatch batch = MakeBatch(w, config.vocab_size, 1);
+  trainer.TrainStep({batch});
+  namespace prof = torch::autograd::profiler;
+  prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+  const auto start = std::chrono::steady_clock::now();
+  StepMetrics metrics = trainer.TrainStep({batch});
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  prof::thread_event_lists lists = prof::disableProfilerLegacy();
+  std::map<std::string, std::pair<double, int>> self_us;  // name -> (self time, calls)
+  for (const auto& events : lists) {
+    struct Open {
+      const prof::LegacyEvent* event;
+      double child_us;
+    };
+    std::vector<Open> stack;
+    for (const prof::LegacyEvent& event : events) {
+      if (event.kind() == prof::EventKind::PushRange) {
+        stack.push_back({&event, 0.0});
+      } else if (event.kind() == prof::EventKind::PopRange && !stack.empty()) {
+        Open open = stack.back();
+        stack.pop_back();
+        const double elapsed = open.event->cpuElapsedUs(event);
+        auto& entry = self_us[open.event->name()];
+        entry.first += elapsed - open.child_us;
+        entry.second += 1;
+        if (!stack.empty()) stack.back().child_us += elapsed;
+      }
+    }
+  }
+  std::vector<std::pair<double, std::string>> ranked;
+  double total_us = 0;
+  for (const auto& [name, entry] : self_us) {
+    ranked.push_back({entry.first, name});
+    total_us += entry.first;
+  }
+  std::sort(ranked.rbegin(), ranked.rend());
+  std::printf("\nprofile: bert-%s batch %lld seq %lld, threads %d: step %.0f ms (forward %.0f, backward %.0f, "
+              "optimizer %.0f); ops' self time %.0f ms\n",
+              w.model.c_str(), static_cast<long long>(w.batch_size), static_cast<long long>(w.seq_len),
+              torch::get_num_threads(), wall_s * 1e3, metrics.forward_seconds * 1e3, metrics.backward_seconds * 1e3,
+              metrics.optimizer_seconds * 1e3, total_us / 1e3);
+  std::printf("  %-48s %9s %6s %6s\n", "op (self time)", "ms", "%", "calls");
+  for (size_t i = 0; i < ranked.size() && i < 22; ++i) {
+    std::printf("  %-48s %9.1f %5.1f%% %6d\n", ranked[i].second.c_str(), ranked[i].first / 1e3,
+                100.0 * ranked[i].first / total_us, self_us[ranked[i].second].second);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // OpenBLAS 0.3.21 does not recognise this CPU and would run generic SSE3
+  // kernels (blas_setup.h); OPENBLAS_CORETYPE=Prescott forces them to compare.
+  ReexecWithFastBlasIfNeeded(argv);
+  InitLogging(argv[0]);
+  Args args;
+  if (!ParseArgs(argc, argv, &args)) return 2;
+  if (!ParseOptimizerKind(args.optimizer).ok()) {
+    std::fprintf(stderr, "train_step_bench: --optimizer must be adamw or lamb\n");
+    return 2;
+  }
+  if (args.smoke) {
+    args.models = {"tiny"};
+    args.threads = {1};
+  }
+  const int64_t gemm_n = args.smoke ? 256 : 2048;
+  std::printf("train_step_bench: BertForPreTraining training steps (%s), fp32, CPU; OpenBLAS kernels %s, "
+              "its own threads\n",
+              args.optimizer.c_str(), BlasCoreName().c_str());
+  for (int threads : args.threads) {
+    torch::set_num_threads(threads);
+    const int repeats = args.smoke ? 2 : 5;
+    const double peak = MeasureGemmGflops(gemm_n, repeats);
+    std::printf("\nintra-op threads %d: fp32 GEMM peak (torch::mm %lld^3, best of %d) = %.1f GFLOP/s\n", threads,
+                static_cast<long long>(gemm_n), repeats, peak);
+    std::printf("  %-12s %5s %4s %9s %8s %8s %8s %10s %10s %8s %6s %10s\n", "model", "batch", "seq", "step_ms",
+                "fwd_ms", "bwd_ms", "opt_ms", "samples/s", "tokens/s", "GFLOP/s", "MFU", "median_ms");
+    for (const std::string& name : args.models) {
+      Result<BertConfig> config =
+          LoadBertConfig(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-" + name + ".json");
+      if (!config.ok()) {
+        std::fprintf(stderr, "train_step_bench: %s\n", config.status().message().c_str());
+        return 1;
+      }
+      const Workload w = DefaultWorkload(name, args);
+      const Result_ r = RunWorkload(w, *config, args.optimizer);
+      const double achieved = r.flops / r.step_s / 1e9;
+      std::printf("  %-12s %5lld %4lld %9.1f %8.1f %8.1f %8.1f %10.1f %10.0f %8.1f %5.1f%% %10.1f\n",
+                  ("bert-" + name).c_str(), static_cast<long long>(w.batch_size), static_cast<long long>(w.seq_len),
+                  r.step_s * 1e3, r.forward_s * 1e3, r.backward_s * 1e3, r.optimizer_s * 1e3,
+                  static_cast<double>(w.batch_size) / r.step_s,
+                  static_cast<double>(w.batch_size * w.seq_len) / r.step_s, achieved, 100.0 * achieved / peak,
+                  r.median_step_s * 1e3);
+    }
+  }
+  if (!args.smoke) {
+    std::printf("\nreference (PyTorch eager, 1 thread): bert-base b8 MFU ~50%%, bert-tiny b32 ~64 samples/s; "
+                "targets: bert-base MFU >= 60%%, bert-tiny >= 128 samples/s\n");
+  }
+  if (!args.profile.empty()) {
+    Result<BertConfig> config =
+        LoadBertConfig(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-" + args.profile + ".json");
+    if (!config.ok()) {
+      std::fprintf(stderr, "train_step_bench: %s\n", config.status().message().c_str());
+      return 1;
+    }
+    torch::set_num_threads(args.profile_threads);
+    Profile(DefaultWorkload(args.profile, args), *config, args.optimizer);
+  }
+  return 0;
+}

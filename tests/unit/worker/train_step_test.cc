@@ -1,0 +1,134 @@
+// Training steps: overfitting one batch, bit-identical determinism from a
+// seed, gradient accumulation, clipping and skipped non-finite steps.
+#include "worker/train_step.h"
+
+#include <gtest/gtest.h>
+
+#include "unit/worker/model_test_util.h"
+
+namespace bert {
+namespace {
+
+TrainerOptions ConstantRate(OptimizerKind kind, double lr) {
+  TrainerOptions options;
+  options.optimizer.kind = kind;
+  options.optimizer.weight_decay = 0.0;
+  options.schedule.peak_lr = lr;
+  options.schedule.warmup_steps = 0;
+  options.schedule.total_steps = 1000;
+  options.schedule.decay = LrDecay::kConstant;
+  return options;
+}
+
+TEST(TrainStepTest, OverfitsOneBatchToNearZeroLoss) {
+  for (OptimizerKind kind : {OptimizerKind::kAdamW, OptimizerKind::kLamb}) {
+    BertForPreTraining model(testing::TinyConfig());
+    Trainer trainer(&model, ConstantRate(kind, kind == OptimizerKind::kAdamW ? 3e-3 : 1e-2));
+    PretrainBatch batch = testing::RandomBatch(21, 100, {24, 24, 18, 24}, 4);
+    StepMetrics first = trainer.TrainStep({batch});
+    StepMetrics last;
+    for (int i = 0; i < 150; ++i) last = trainer.TrainStep({batch});
+    EXPECT_GT(first.loss, 4.0) << OptimizerKindName(kind);  // ~ln(100) + ln(2) at init
+    EXPECT_LT(last.loss, 0.05) << OptimizerKindName(kind);
+    EXPECT_DOUBLE_EQ(last.mlm_accuracy, 1.0);
+    EXPECT_DOUBLE_EQ(last.nsp_accuracy, 1.0);
+    EXPECT_EQ(last.step, 151);
+    EXPECT_EQ(last.num_masked, 16);
+    EXPECT_EQ(last.num_sequences, 4);
+    EXPECT_EQ(last.num_tokens, 24 + 24 + 18 + 24);
+  }
+}
+
+// Same seed, same batches: bit-identical weights (dropout on, LAMB, clipping).
+TEST(TrainStepTest, SameSeedGivesBitIdenticalWeights) {
+  auto train = [](uint64_t seed) {
+    ModelOptions model_options;
+    model_options.seed = seed;
+    auto model = std::make_unique<BertForPreTraining>(testing::TinyConfig(/*dropout=*/0.1), model_options);
+    TrainerOptions options = ConstantRate(OptimizerKind::kLamb, 1e-3);
+    options.optimizer.weight_decay = 0.01;
+    options.max_grad_norm = 0.5;
+    Trainer trainer(model.get(), options);
+    for (int step = 0; step < 3; ++step) {
+      trainer.TrainStep({testing::RandomBatch(100 + step, 100, {30, 22, 30}, 4),
+                         testing::RandomBatch(200 + step, 100, {16, 30, 30}, 4)});
+    }
+    return model;
+  };
+  auto a = train(7), b = train(7), c = train(8);
+  EXPECT_TRUE(torch::equal(a->parameters().values(), b->parameters().values()));
+  EXPECT_EQ(a->dropout_rng().counter(), b->dropout_rng().counter());
+  EXPECT_FALSE(torch::equal(a->parameters().values(), c->parameters().values()));
+}
+
+// K micro-batches accumulate the mean of their gradients, and the update
+// equals a single step on that mean.
+TEST(TrainStepTest, AccumulationAveragesMicroBatchGradients) {
+  BertConfig config = testing::TinyConfig();
+  PretrainBatch first = testing::RandomBatch(1, 100, {20, 20}, 3);
+  PretrainBatch second = testing::RandomBatch(2, 100, {20, 12}, 3);
+  auto gradient_of = [&](const PretrainBatch& batch) {
+    BertForPreTraining model(config);
+    Trainer trainer(&model, ConstantRate(OptimizerKind::kAdamW, 1e-3));
+    trainer.ForwardBackward(batch, 1.0);
+    return model.parameters().grads().clone();
+  };
+  const torch::Tensor mean = (gradient_of(first) + gradient_of(second)) / 2;
+
+  BertForPreTraining model(config);
+  Trainer trainer(&model, ConstantRate(OptimizerKind::kAdamW, 1e-3));
+  trainer.ForwardBackward(first, 0.5);
+  trainer.ForwardBackward(second, 0.5);
+  EXPECT_TRUE(torch::allclose(model.parameters().grads(), mean, 1e-4, 1e-7));
+  const torch::Tensor before = model.parameters().values().clone();
+  StepMetrics metrics = trainer.ApplyGradients();
+  EXPECT_EQ(metrics.num_sequences, 4);
+  EXPECT_NEAR(metrics.grad_norm, mean.norm().item<double>(), 1e-4 * metrics.grad_norm);
+  EXPECT_EQ(model.parameters().grads().abs().sum().item<double>(), 0.0);  // zeroed for the next step
+
+  // The same update from the mean gradient, by hand through the optimizer.
+  FlatParameters reference(BertForPreTrainingSpecs(config));
+  reference.values().copy_(before);
+  reference.grads().copy_(mean);
+  FlatOptimizer optimizer(ConstantRate(OptimizerKind::kAdamW, 1e-3).optimizer, reference);
+  const double clip = metrics.grad_norm > 1.0 ? 1.0 / (metrics.grad_norm + 1e-6) : 1.0;
+  optimizer.Step(reference.values(), reference.grads(), 1e-3, clip);
+  EXPECT_TRUE(torch::allclose(model.parameters().values(), reference.values(), 1e-4, 1e-6));
+}
+
+TEST(TrainStepTest, ClipsToMaxNormAndSkipsNonFiniteGradients) {
+  BertForPreTraining model(testing::TinyConfig());
+  TrainerOptions options = ConstantRate(OptimizerKind::kAdamW, 1e-3);
+  options.max_grad_norm = 1e-3;  // always clips
+  Trainer trainer(&model, options);
+  PretrainBatch batch = testing::RandomBatch(3, 100, {16, 16}, 2);
+  StepMetrics metrics = trainer.TrainStep({batch});
+  EXPECT_GT(metrics.grad_norm, 1e-3);
+  EXPECT_FALSE(metrics.skipped);
+  // Clipping is folded into the optimizer: its first moment is (1 - beta1) g * clip.
+  const double m_norm = trainer.optimizer().exp_avg().norm().item<double>();
+  EXPECT_NEAR(m_norm, 0.1 * 1e-3, 1e-7);
+
+  trainer.ForwardBackward(batch, 1.0);
+  model.parameters().grads()[0] = std::numeric_limits<float>::infinity();
+  const torch::Tensor before = model.parameters().values().clone();
+  metrics = trainer.ApplyGradients();
+  EXPECT_TRUE(metrics.skipped);
+  EXPECT_EQ(metrics.step, 1);
+  EXPECT_TRUE(torch::equal(before, model.parameters().values()));
+}
+
+TEST(TrainStepTest, RejectsBadOptions) {
+  TrainerOptions options;
+  options.schedule.total_steps = 0;
+  EXPECT_NE(options.Validate().message().find("schedule.total_steps"), std::string::npos);
+  options = TrainerOptions();
+  options.bf16_autocast = true;
+  EXPECT_EQ(options.Validate().ok(), BuiltWithCuda());
+  if (!BuiltWithCuda()) {
+    EXPECT_NE(options.Validate().message().find("bf16_autocast"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace bert

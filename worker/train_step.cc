@@ -1,0 +1,149 @@
+#include "worker/train_step.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+
+// A CUDA build of LibTorch ships ATen/cuda/CUDAConfig.h (generated at build
+// time); Debian's CPU-only headers do not. The build may also say so.
+#if defined(BERT_WITH_CUDA) || __has_include(<ATen/cuda/CUDAConfig.h>)
+#define BERT_HAVE_CUDA 1
+#include <ATen/autocast_mode.h>
+#else
+#define BERT_HAVE_CUDA 0
+#endif
+
+namespace bert {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+#if BERT_HAVE_CUDA
+// bf16 autocast on CUDA for the lifetime of the object (forward only: the
+// backward runs outside, as PyTorch recommends). Untested in this CPU-only
+// environment.
+class CudaBf16Autocast {
+ public:
+  CudaBf16Autocast() : was_enabled_(at::autocast::is_enabled()), previous_dtype_(at::autocast::get_autocast_gpu_dtype()) {
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+    at::autocast::increment_nesting();
+  }
+  ~CudaBf16Autocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_enabled(was_enabled_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+  }
+
+ private:
+  bool was_enabled_;
+  at::ScalarType previous_dtype_;
+};
+#endif
+
+}  // namespace
+
+bool BuiltWithCuda() { return BERT_HAVE_CUDA != 0; }
+
+Status TrainerOptions::Validate() const {
+  BERT_RETURN_IF_ERROR(optimizer.Validate());
+  BERT_RETURN_IF_ERROR(schedule.Validate());
+  if (!std::isfinite(max_grad_norm)) {
+    return Status::InvalidArgument("trainer.max_grad_norm: must be finite, got " + std::to_string(max_grad_norm));
+  }
+  if (bf16_autocast && !BERT_HAVE_CUDA) {
+    return Status::InvalidArgument("trainer.bf16_autocast: needs a CUDA build of LibTorch (this one is CPU-only)");
+  }
+  return Status::Ok();
+}
+
+Trainer::Trainer(BertForPreTraining* model, const TrainerOptions& options)
+    : model_(model), options_(options), optimizer_(options.optimizer, model->parameters()) {
+  CHECK(options.Validate().ok()) << options.Validate().ToString();
+}
+
+void Trainer::ForwardBackward(const PretrainBatch& batch, double loss_scale) {
+  Clock::time_point start = Clock::now();
+  PreTrainingLoss loss;
+  {
+#if BERT_HAVE_CUDA
+    std::optional<CudaBf16Autocast> autocast;
+    if (options_.bf16_autocast && model_->parameters().values().is_cuda()) autocast.emplace();
+#endif
+    BertForPreTraining::Output output = model_->Forward(batch, /*training=*/true);
+    loss = model_->Loss(output, batch);
+  }
+  pending_.forward_seconds += SecondsSince(start);
+  start = Clock::now();
+  (loss_scale == 1.0 ? loss.loss : loss.loss * loss_scale).backward();
+  pending_.backward_seconds += SecondsSince(start);
+
+  pending_.loss += loss.mlm_loss + loss.nsp_loss;
+  pending_.mlm_loss += loss.mlm_loss;
+  pending_.nsp_loss += loss.nsp_loss;
+  pending_.micro_batches += 1;
+  pending_.mlm_correct += loss.mlm_correct;
+  pending_.num_masked += loss.num_masked;
+  pending_.nsp_correct += loss.nsp_correct;
+  pending_.num_sequences += loss.num_sequences;
+  pending_.num_tokens += batch.num_tokens();
+  pending_.num_padded_tokens += batch.batch_size() * batch.seq_len();
+}
+
+StepMetrics Trainer::ApplyGradients() {
+  CHECK_GT(pending_.micro_batches, 0) << "ApplyGradients without ForwardBackward";
+  const Clock::time_point start = Clock::now();
+  FlatParameters& params = model_->parameters();
+  StepMetrics metrics;
+  const double k = static_cast<double>(pending_.micro_batches);
+  metrics.loss = pending_.loss / k;
+  metrics.mlm_loss = pending_.mlm_loss / k;
+  metrics.nsp_loss = pending_.nsp_loss / k;
+  metrics.mlm_accuracy =
+      pending_.num_masked > 0 ? static_cast<double>(pending_.mlm_correct) / static_cast<double>(pending_.num_masked) : 0;
+  metrics.nsp_accuracy = pending_.num_sequences > 0 ? static_cast<double>(pending_.nsp_correct) /
+                                                          static_cast<double>(pending_.num_sequences)
+                                                    : 0;
+  metrics.num_sequences = pending_.num_sequences;
+  metrics.num_tokens = pending_.num_tokens;
+  metrics.num_padded_tokens = pending_.num_padded_tokens;
+  metrics.num_masked = pending_.num_masked;
+  metrics.forward_seconds = pending_.forward_seconds;
+  metrics.backward_seconds = pending_.backward_seconds;
+  pending_ = MicroBatchStats();
+
+  metrics.grad_norm = GlobalNorm(params.grads());
+  metrics.lr = options_.schedule.At(optimizer_.step() + 1);
+  if (std::isfinite(metrics.grad_norm)) {
+    double clip = 1.0;
+    if (options_.max_grad_norm > 0 && metrics.grad_norm > options_.max_grad_norm) {
+      clip = options_.max_grad_norm / (metrics.grad_norm + 1e-6);  // torch's clip_grad_norm_
+    }
+    // The optimizer covers the whole buffer and zeroes the gradients as it
+    // reads them (no separate pass).
+    optimizer_.Step(params.values(), params.grads(), metrics.lr, clip, /*zero_grads=*/true);
+  } else {
+    metrics.skipped = true;
+    LOG(WARNING) << "[worker] step " << optimizer_.step() + 1 << ": gradient norm " << metrics.grad_norm
+                 << ", update skipped";
+    params.ZeroGrad();
+  }
+  metrics.step = optimizer_.step();
+  metrics.optimizer_seconds = SecondsSince(start);
+  return metrics;
+}
+
+StepMetrics Trainer::TrainStep(const std::vector<PretrainBatch>& micro_batches) {
+  CHECK(!micro_batches.empty());
+  const double scale = 1.0 / static_cast<double>(micro_batches.size());
+  for (const PretrainBatch& batch : micro_batches) ForwardBackward(batch, scale);
+  return ApplyGradients();
+}
+
+}  // namespace bert

@@ -1,0 +1,96 @@
+// Trainer: one optimizer step of BertForPreTraining: forward and backward
+// over K micro-batches (gradient accumulation into the flat gradient
+// buffer), global-norm clipping, the learning-rate schedule and an AdamW or
+// LAMB update over the flat buffers.
+//
+// The loss of each micro-batch is mlm + nsp, each a mean over its masked
+// positions / sequences (as HF's BertForPreTraining), scaled by 1/K, so an
+// update uses the mean of the micro-batch gradients. Clipping scales the
+// gradient by max_grad_norm / norm when the global L2 norm exceeds it; the
+// scale is folded into the optimizer pass. A step whose gradient norm is
+// not finite is skipped: no update, step count unchanged, `skipped` set.
+//
+// A distributed loop uses the two halves: ForwardBackward() for each of its
+// micro-batches, an all-reduce of model.parameters().grads() (averaging over
+// ranks), then ApplyGradients(). TrainStep() is both halves for one process.
+//
+// On CUDA builds of LibTorch, bf16_autocast runs the forward under autocast
+// (bf16 activations and GEMMs) while parameters, gradients and optimizer
+// state stay fp32 (master weights). CPU-only builds compile that path out and
+// reject the option.
+//
+// Not thread-safe: one Trainer per model, driven by one thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/bert_heads.h"
+#include "worker/lr_schedule.h"
+#include "worker/optimizer.h"
+#include "worker/pretrain_batch.h"
+
+namespace bert {
+
+// Whether this LibTorch build has CUDA (bf16 autocast is available).
+bool BuiltWithCuda();
+
+struct TrainerOptions {
+  OptimizerOptions optimizer;
+  LrSchedule schedule;
+  double max_grad_norm = 1.0;  // clip the global gradient norm to this; <= 0: no clipping
+  bool bf16_autocast = false;  // CUDA builds only
+  Status Validate() const;
+};
+
+// Sums over the micro-batches of one step.
+struct MicroBatchStats {
+  double loss = 0, mlm_loss = 0, nsp_loss = 0;  // sums of per-micro-batch means
+  int64_t micro_batches = 0;
+  int64_t mlm_correct = 0, num_masked = 0;
+  int64_t nsp_correct = 0, num_sequences = 0;
+  int64_t num_tokens = 0;         // real (unpadded) tokens
+  int64_t num_padded_tokens = 0;  // B * T: what the model computed on
+  double forward_seconds = 0, backward_seconds = 0;
+};
+
+struct StepMetrics {
+  int64_t step = 0;          // optimizer updates done, including this one
+  double loss = 0;           // mean over micro-batches of mlm + nsp
+  double mlm_loss = 0, nsp_loss = 0;
+  double mlm_accuracy = 0;   // over all masked positions of the step
+  double nsp_accuracy = 0;   // over all sequences of the step
+  double lr = 0;             // rate used by this update
+  double grad_norm = 0;      // global L2 norm before clipping
+  bool skipped = false;      // non-finite gradient: no update was made
+  int64_t num_sequences = 0, num_tokens = 0, num_padded_tokens = 0, num_masked = 0;
+  double forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;
+};
+
+class Trainer {
+ public:
+  // `model` must outlive the trainer. CHECKs options (validate user input first).
+  Trainer(BertForPreTraining* model, const TrainerOptions& options);
+
+  StepMetrics TrainStep(const std::vector<PretrainBatch>& micro_batches);
+
+  // Adds this micro-batch's gradient, times loss_scale (1/K), into grads().
+  void ForwardBackward(const PretrainBatch& batch, double loss_scale);
+  // Clips, updates with the scheduled rate, zeroes the gradients and returns
+  // the metrics of the micro-batches since the last call.
+  StepMetrics ApplyGradients();
+
+  int64_t step() const { return optimizer_.step(); }
+  FlatOptimizer& optimizer() { return optimizer_; }
+  const TrainerOptions& options() const { return options_; }
+  BertForPreTraining& model() { return *model_; }
+
+ private:
+  BertForPreTraining* model_;
+  TrainerOptions options_;
+  FlatOptimizer optimizer_;
+  MicroBatchStats pending_;
+};
+
+}  // namespace bert
