@@ -64,9 +64,8 @@ Result<std::unique_ptr<BertForPreTraining>> BertForPreTraining::FromConfigFile(c
 
 torch::Tensor BertForPreTraining::MlmTransform(const torch::Tensor& rows) const {
   // BertPredictionHeadTransform: dense, activation, LayerNorm.
-  torch::Tensor dense = FlatLinear(rows, transform_weight_, transform_bias_);
-  return at::layer_norm(Activation(config_.hidden_act, dense), {config_.hidden_size}, transform_norm_weight_,
-                        transform_norm_bias_, config_.layer_norm_eps);
+  return at::layer_norm(LinearActivation(config_.hidden_act, rows, transform_weight_, transform_bias_),
+                        {config_.hidden_size}, transform_norm_weight_, transform_norm_bias_, config_.layer_norm_eps);
 }
 
 BertForPreTraining::Output BertForPreTraining::Forward(const PretrainBatch& batch, bool training) {

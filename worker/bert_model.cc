@@ -54,6 +54,12 @@ torch::Tensor Activation(const std::string& hidden_act, const torch::Tensor& x) 
   return at::relu(x);
 }
 
+torch::Tensor LinearActivation(const std::string& hidden_act, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+  if (hidden_act == "gelu") return FlatLinearGelu(x, weight, bias);
+  return Activation(hidden_act, FlatLinear(x, weight, bias));
+}
+
 BertModel::BertModel(const BertConfig& config, const FlatParameters& params, const std::string& prefix)
     : config_(config) {
   auto get = [&](const std::string& name) { return params.param(prefix + name); };
@@ -117,7 +123,7 @@ torch::Tensor BertModel::LayerForward(const Layer& layer, const torch::Tensor& x
       Dropout(FlatLinear(context, layer.attention_output_weight, layer.attention_output_bias), p_hidden, mode.rng);
   torch::Tensor h1 = at::layer_norm(attended + x, {h}, layer.attention_norm_weight, layer.attention_norm_bias,
                                     config_.layer_norm_eps);
-  torch::Tensor inner = Activation(config_.hidden_act, FlatLinear(h1, layer.intermediate_weight, layer.intermediate_bias));
+  torch::Tensor inner = LinearActivation(config_.hidden_act, h1, layer.intermediate_weight, layer.intermediate_bias);
   torch::Tensor out = Dropout(FlatLinear(inner, layer.output_weight, layer.output_bias), p_hidden, mode.rng);
   return at::layer_norm(out + h1, {h}, layer.output_norm_weight, layer.output_norm_bias, config_.layer_norm_eps);
 }

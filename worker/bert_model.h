@@ -40,6 +40,9 @@ void AppendBertModelSpecs(const BertConfig& config, const std::string& prefix, s
 
 // Applies config.hidden_act.
 torch::Tensor Activation(const std::string& hidden_act, const torch::Tensor& x);
+// hidden_act(x W^T + b); the fused kernel for "gelu".
+torch::Tensor LinearActivation(const std::string& hidden_act, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias);
 
 class BertModel {
  public:

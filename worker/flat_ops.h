@@ -30,6 +30,10 @@ namespace bert {
 // y = x W^T + b with x [N, in], W [out, in], b [out] (may be undefined).
 torch::Tensor FlatLinear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
+// gelu(x W^T + b), HF's exact erf GELU, with bias and activation fused
+// into the passes around the GEMMs (linear_gelu.cc). b must be defined.
+torch::Tensor FlatLinearGelu(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
 // Rows of `weight` [V, H] at `ids` [N] (int64): [N, H]. The backward adds the
 // output gradient rows into weight.grad() in input order (deterministic).
 torch::Tensor FlatEmbedding(const torch::Tensor& ids, const torch::Tensor& weight);
