@@ -138,8 +138,7 @@ BertModel::Output BertModel::Forward(const torch::Tensor& input_ids, const torch
   const int64_t batch = input_ids.size(0);
   const int64_t seq = input_ids.size(1);
   AttentionMask mask =
-      MakeAttentionMask(lengths, seq, config_.num_attention_heads, word_embeddings_.scalar_type(),
-                        word_embeddings_.device());
+      MakeAttentionMask(lengths, seq, word_embeddings_.scalar_type(), word_embeddings_.device());
   torch::Tensor x = Embed(input_ids, token_type_ids, mode);
   for (const Layer& layer : layers_) x = LayerForward(layer, x, mask, mode);
   Output out;

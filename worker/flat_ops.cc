@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "datapipe/random.h"
-#include "worker/kernel_clones.h"
+#include "worker/cpu_kernels.h"
 
 namespace bert {
 namespace {
@@ -36,7 +36,7 @@ class FlatLinearFunction : public torch::autograd::Function<FlatLinearFunction> 
     CHECK_EQ(x.dim(), 2) << "FlatLinear takes [rows, features]";
     Tensor w = weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type());
     Tensor out;
-    if (bias.defined()) {
+    if (bias.numel() > 0) {
       out = at::addmm(bias.scalar_type() == x.scalar_type() ? bias : bias.to(x.scalar_type()), x, w.t());
     } else {
       out = at::mm(x, w.t());
@@ -102,7 +102,7 @@ class FlatEmbeddingFunction : public torch::autograd::Function<FlatEmbeddingFunc
 
 // Element k of the dropout stream keeps its value when its 32-bit draw is at
 // or above `threshold`; one SplitMix64 output serves elements 2j and 2j+1.
-// Pairs [begin, end) of one call, as a cloned kernel (kernel_clones.h).
+// Pairs [begin, end) of one call, as a cloned kernel (cpu_kernels.h).
 template <typename T>
 BERT_ALWAYS_INLINE void DropoutPairs(const T* in, T* out, uint8_t* mask, int64_t n, int64_t begin, int64_t end,
                                      uint64_t key, uint64_t first_pair, uint32_t threshold, T scale) {
@@ -145,42 +145,16 @@ BERT_KERNEL_CLONES void DropoutBackwardBlock(const double* grad, const uint8_t* 
 class DropoutFunction : public torch::autograd::Function<DropoutFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, double p, DropoutRng* rng) {
-    Tensor input = x.contiguous();
-    const int64_t n = input.numel();
-    Tensor out = at::empty_like(input);
-    Tensor mask = at::empty({n}, input.options().dtype(at::kByte));
-    const uint64_t key = rnd::Hash(rng->seed(), kStreamDropout, 0);
-    const uint64_t first = rng->Take(static_cast<uint64_t>(n));
-    const double threshold = p * 4294967296.0;
-    const uint32_t threshold32 = static_cast<uint32_t>(std::min(threshold, 4294967295.0));
-    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "Dropout", [&] {
-      const scalar_t* in = input.data_ptr<scalar_t>();
-      scalar_t* o = out.data_ptr<scalar_t>();
-      uint8_t* m = mask.data_ptr<uint8_t>();
-      const scalar_t scale = static_cast<scalar_t>(1.0 / (1.0 - p));
-      at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t begin, int64_t end) {
-        DropoutForwardBlock(in, o, m, n, begin, end, key, first >> 1, threshold32, scale);
-      });
-    });
+    Tensor mask;
+    Tensor out = DropoutForwardKernel(x, p, rng, &mask);
     ctx->saved_data["mask"] = mask;
-    ctx->saved_data["scale"] = 1.0 / (1.0 - p);
+    ctx->saved_data["p"] = p;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    Tensor grad = grad_outputs[0].contiguous();
     Tensor mask = ctx->saved_data["mask"].toTensor();
-    const double scale = ctx->saved_data["scale"].toDouble();
-    Tensor dx = at::empty_like(grad);
-    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "DropoutBackward", [&] {
-      const scalar_t* g = grad.data_ptr<scalar_t>();
-      const uint8_t* m = mask.data_ptr<uint8_t>();
-      scalar_t* o = dx.data_ptr<scalar_t>();
-      at::parallel_for(0, grad.numel(), 16384, [&](int64_t begin, int64_t end) {
-        DropoutBackwardBlock(g, m, o, begin, end, static_cast<scalar_t>(scale));
-      });
-    });
-    return {dx, Tensor(), Tensor()};
+    return {DropoutApplyMask(grad_outputs[0], mask, ctx->saved_data["p"].toDouble()), Tensor(), Tensor()};
   }
 };
 
@@ -215,8 +189,45 @@ class CrossEntropyFunction : public torch::autograd::Function<CrossEntropyFuncti
 
 }  // namespace
 
+Tensor DropoutForwardKernel(const Tensor& x, double p, DropoutRng* rng, Tensor* mask) {
+  CHECK(x.is_cpu());
+  Tensor input = x.contiguous();
+  const int64_t n = input.numel();
+  Tensor out = at::empty_like(input);
+  *mask = at::empty(input.sizes(), input.options().dtype(at::kByte));
+  const uint64_t key = rnd::Hash(rng->seed(), kStreamDropout, 0);
+  const uint64_t first = rng->Take(static_cast<uint64_t>(n));
+  const uint32_t threshold = static_cast<uint32_t>(std::min(p * 4294967296.0, 4294967295.0));
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "Dropout", [&] {
+    const scalar_t* in = input.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    uint8_t* m = mask->data_ptr<uint8_t>();
+    const scalar_t scale = static_cast<scalar_t>(1.0 / (1.0 - p));
+    at::parallel_for(0, (n + 1) / 2, 8192, [&](int64_t begin, int64_t end) {
+      DropoutForwardBlock(in, o, m, n, begin, end, key, first >> 1, threshold, scale);
+    });
+  });
+  return out;
+}
+
+Tensor DropoutApplyMask(const Tensor& x, const Tensor& mask, double p) {
+  Tensor input = x.contiguous();
+  CHECK_EQ(input.numel(), mask.numel());
+  Tensor out = at::empty_like(input);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "DropoutApplyMask", [&] {
+    const scalar_t* g = input.data_ptr<scalar_t>();
+    const uint8_t* m = mask.data_ptr<uint8_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, input.numel(), 16384, [&](int64_t begin, int64_t end) {
+      DropoutBackwardBlock(g, m, o, begin, end, static_cast<scalar_t>(1.0 / (1.0 - p)));
+    });
+  });
+  return out;
+}
+
 Tensor FlatLinear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return FlatLinearFunction::apply(x, weight, bias);
+  // Custom autograd functions take defined tensors only: "no bias" is empty.
+  return FlatLinearFunction::apply(x, weight, bias.defined() ? bias : at::empty({0}, weight.options()));
 }
 
 Tensor FlatEmbedding(const Tensor& ids, const Tensor& weight) {

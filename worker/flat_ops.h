@@ -67,6 +67,14 @@ class DropoutRng {
 // non-CPU device it falls back to at::dropout (its own generator).
 torch::Tensor Dropout(const torch::Tensor& x, double p, DropoutRng* rng);
 
+// Dropout's two passes without autograd, for ops that fuse it (attention):
+// DropoutForwardKernel returns x * mask / (1 - p) and sets *mask (uint8,
+// shaped like x, 1 = kept), drawing from `rng` exactly as Dropout does;
+// DropoutApplyMask returns x * mask / (1 - p) for a given mask (the backward,
+// or re-applying a saved mask). CPU, float or double.
+torch::Tensor DropoutForwardKernel(const torch::Tensor& x, double p, DropoutRng* rng, torch::Tensor* mask);
+torch::Tensor DropoutApplyMask(const torch::Tensor& x, const torch::Tensor& mask, double p);
+
 // Mean cross-entropy of `logits` [M, V] against `labels` [M] (int64), as
 // torch's cross_entropy, with one [M, V] buffer in all: the backward turns
 // the saved log-probabilities into softmax - onehot in place. Returns a

@@ -19,7 +19,7 @@
 #include <cstring>
 
 #include "worker/flat_ops.h"
-#include "worker/kernel_clones.h"
+#include "worker/cpu_kernels.h"
 
 namespace bert {
 namespace {
@@ -29,26 +29,6 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr int64_t kColumnBlock = 512;  // backward: columns per task (bias sums stay in L1)
-
-// e^x for x <= 0 (see mlm_loss.cc).
-BERT_ALWAYS_INLINE float ExpNonPositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float shifted = x * 1.44269504088896341f + 12582912.0f;
-  const float n = shifted - 12582912.0f;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
-  float p = 1.98412698e-4f;
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &exponent, sizeof(scale));
-  return p * scale;
-}
 
 // Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = e^(-x^2/2) / sqrt(2 pi).
 BERT_ALWAYS_INLINE void NormalCdfPdf(float x, float* cdf, float* pdf) {

@@ -100,7 +100,7 @@ class LocalLoop {
     BERT_RETURN_IF_ERROR(WriteFileAtomic(config_.run_dir + "/config.yaml", config_.ToYaml()));
     metrics_.open(config_.run_dir + "/metrics.jsonl", std::ios::app);
     if (!metrics_) return Status::IoError(config_.run_dir + "/metrics.jsonl: cannot open for writing");
-    gemm_peak_gflops_ = MeasureGemmGflops(1024, 3);
+    gemm_peak_gflops_ = MeasureGemmGflops(2048, 3);
     LOG(INFO) << "[worker r0] " << model_->parameters().numel() << " parameters, " << config_.train.steps
               << " steps of " << config_.train.global_batch_size << " samples (micro-batch " << micro_batch_
               << "), fp32 GEMM peak " << gemm_peak_gflops_ << " GFLOP/s, run dir " << config_.run_dir;

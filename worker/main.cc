@@ -9,8 +9,11 @@
 #include "common/logging.h"
 #include "common/run_config.h"
 #include "worker/local_pretrain.h"
+#include "worker/runtime_setup.h"
 
 int main(int argc, char** argv) {
+  bert::ReexecWithTunedEnvironment(argv);  // first: OpenBLAS and OpenMP read these at load time
+  bert::KeepLargeAllocationsOnHeap();
   bert::InitLogging(argv[0]);
   CLI::App app{"bert-worker: trains BERT (LibTorch). --local trains in this process from the corpus directly."};
   bool local = false;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "worker/flat_ops.h"
-#include "worker/kernel_clones.h"
+#include "worker/cpu_kernels.h"
 
 namespace bert {
 namespace {
@@ -20,31 +20,6 @@ using torch::autograd::variable_list;
 
 constexpr int kLanes = 16;              // interleaved partial results per row (vectorisable)
 constexpr int64_t kColumnBlock = 2048;  // backward: columns per parallel task
-
-// e^x for x <= 0 in float: x = n ln2 + r (Cody-Waite), e^r by its Taylor
-// series to r^7 (|r| <= ln2/2: truncation 5e-9 relative), times 2^n from
-// the exponent bits. Pure arithmetic, so loops over it vectorise. Below
-// -87 (where expf turns denormal) it returns e^-87, which no softmax sum of
-// at least one e^0 = 1 term can notice.
-BERT_ALWAYS_INLINE float Exp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float shifted = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: round to nearest
-  const float n = shifted - 12582912.0f;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
-  float p = 1.98412698e-4f;
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &exponent, sizeof(scale));
-  return p * scale;
-}
-BERT_ALWAYS_INLINE double Exp(double x) { return std::exp(x); }
 
 // Row statistics of z = logits + bias: the maximum and the sum of e^(z - max).
 template <typename T>
@@ -63,10 +38,10 @@ BERT_ALWAYS_INLINE void RowStats(const T* logits, const T* bias, int64_t n, T* m
   for (int64_t t = j; t < n; ++t) row_max = logits[t] + bias[t] > row_max ? logits[t] + bias[t] : row_max;
   T lane_sum[kLanes] = {};
   for (j = 0; j + kLanes <= n; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) lane_sum[k] += Exp(logits[j + k] + bias[j + k] - row_max);
+    for (int k = 0; k < kLanes; ++k) lane_sum[k] += ExpNonPositive(logits[j + k] + bias[j + k] - row_max);
   }
   T sum = 0;
-  for (int64_t t = j; t < n; ++t) sum += Exp(logits[t] + bias[t] - row_max);
+  for (int64_t t = j; t < n; ++t) sum += ExpNonPositive(logits[t] + bias[t] - row_max);
   for (int k = 0; k < kLanes; ++k) sum += lane_sum[k];
   *max_out = row_max;
   *sum_out = sum;
@@ -97,7 +72,7 @@ BERT_ALWAYS_INLINE void BackwardColumns(T* logits, const T* bias, const T* lse, 
     T* row = logits + r * vocab + begin;
     const T* b = bias + begin;
     const T row_lse = lse[r];
-    for (int64_t j = 0; j < width; ++j) row[j] = Exp(row[j] + b[j] - row_lse) * scale;
+    for (int64_t j = 0; j < width; ++j) row[j] = ExpNonPositive(row[j] + b[j] - row_lse) * scale;
     const int64_t label = labels[r];
     if (label >= begin && label < end) row[label - begin] -= scale;
     for (int64_t j = 0; j < width; ++j) column_sums[j] += row[j];

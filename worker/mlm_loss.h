@@ -14,7 +14,7 @@
 // grad() views (flat_ops.h contract); the op returns none for them.
 //
 // Deterministic on the CPU for a fixed thread count (fixed reduction order).
-// The float path uses a polynomial exp (within 2 ulp of expf); double uses
+// The float path uses a polynomial exp (cpu_kernels.h); double uses
 // std::exp (gradient checks). Each graph may be backpropagated once.
 #pragma once
 

@@ -242,7 +242,8 @@ double SumOfSquares(const torch::Tensor& flat, int64_t begin, int64_t numel) {
   CHECK(begin >= 0 && begin + numel <= flat.numel());
   if (!flat.is_cpu() || !flat.is_contiguous() ||
       (flat.scalar_type() != torch::kFloat && flat.scalar_type() != torch::kDouble)) {
-    return flat.narrow(0, begin, numel).to(torch::kDouble).square().sum().item<double>();
+    const double norm = flat.narrow(0, begin, numel).norm().item<double>();  // no double copy of the buffer
+    return norm * norm;
   }
   const int64_t num_blocks = (numel + kBlock - 1) / kBlock;
   std::vector<double> partial(static_cast<size_t>(num_blocks));

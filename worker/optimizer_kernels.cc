@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "worker/kernel_clones.h"
+#include "worker/cpu_kernels.h"
 
 namespace bert::kernels {
 namespace {

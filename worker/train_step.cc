@@ -68,8 +68,10 @@ Trainer::Trainer(BertForPreTraining* model, const TrainerOptions& options)
   CHECK(options.Validate().ok()) << options.Validate().ToString();
 }
 
-void Trainer::ForwardBackward(const PretrainBatch& batch, double loss_scale) {
+void Trainer::ForwardBackward(const PretrainBatch& host_batch, double loss_scale) {
   Clock::time_point start = Clock::now();
+  const torch::Device device = model_->parameters().values().device();
+  const PretrainBatch batch = host_batch.input_ids.device() == device ? host_batch : host_batch.To(device);
   PreTrainingLoss loss;
   {
 #if BERT_HAVE_CUDA

@@ -76,6 +76,7 @@ class Trainer {
   StepMetrics TrainStep(const std::vector<PretrainBatch>& micro_batches);
 
   // Adds this micro-batch's gradient, times loss_scale (1/K), into grads().
+  // The batch is moved to the model's device when it is elsewhere.
   void ForwardBackward(const PretrainBatch& batch, double loss_scale);
   // Clips, updates with the scheduled rate, zeroes the gradients and returns
   // the metrics of the micro-batches since the last call.

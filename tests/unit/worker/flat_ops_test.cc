@@ -52,6 +52,16 @@ TEST(FlatOpsTest, LinearGeluMatchesLibTorch) {
   CheckLinear(Op::kLinearGelu, torch::kFloat64, 1e-14);
 }
 
+TEST(FlatOpsTest, LinearWithoutBias) {
+  FlatParameters params({{"dense.weight", {3, 2}, ParamInit::kNormal, true}});
+  params.Initialize(2, 1.0);
+  torch::Tensor x = torch::randn({4, 2});
+  torch::Tensor y = FlatLinear(x, params.param(0), torch::Tensor());
+  EXPECT_TRUE(torch::allclose(y, torch::mm(x, params.param(0).detach().t())));
+  y.sum().backward();
+  EXPECT_TRUE(torch::allclose(params.grads().view({3, 2}), x.sum(0).unsqueeze(0).expand({3, 2})));
+}
+
 TEST(FlatOpsTest, EmbeddingAddsRepeatedRowsIntoTheFlatBuffer) {
   FlatParameters params({{"table.weight", {5, 3}, ParamInit::kNormal, true}});
   params.Initialize(1, 1.0);

@@ -1,9 +1,11 @@
-#include "worker/blas_setup.h"
+#include "worker/runtime_setup.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,14 +32,28 @@ std::string RecommendedBlasCoreType() {
   return "";
 }
 
-void ReexecWithFastBlasIfNeeded(char** argv) {
+void ReexecWithTunedEnvironment(char** argv) {
+  bool changed = false;
   const std::string core_type = RecommendedBlasCoreType();
-  if (core_type.empty()) return;
-  setenv("OPENBLAS_CORETYPE", core_type.c_str(), /*overwrite=*/1);
+  if (!core_type.empty()) {
+    setenv("OPENBLAS_CORETYPE", core_type.c_str(), /*overwrite=*/1);
+    changed = true;
+  }
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1);
+    changed = true;
+  }
+  if (!changed) return;
   execv("/proc/self/exe", argv);
-  LOG(WARNING) << "[worker] OpenBLAS uses its generic " << BlasCoreName()
-               << " kernels on this CPU and re-executing failed (" << std::strerror(errno)
-               << "): set OPENBLAS_CORETYPE=" << core_type << " for ~6x faster fp32 GEMMs";
+  LOG(WARNING) << "[worker] re-executing with tuned settings failed (" << std::strerror(errno)
+               << "); set OMP_WAIT_POLICY=PASSIVE"
+               << (core_type.empty() ? std::string() : " and OPENBLAS_CORETYPE=" + core_type + " (OpenBLAS uses its generic " +
+                                                          BlasCoreName() + " kernels: ~6x slower GEMMs)");
+}
+
+void KeepLargeAllocationsOnHeap() {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);  // the top of the heap is returned only past 2 GiB free
 }
 
 }  // namespace bert
