@@ -10,6 +10,7 @@ std::string Status::ToString() const {
     case Code::kIoError: return "IO error: " + message_;
     case Code::kCorruption: return "corruption: " + message_;
     case Code::kFailedPrecondition: return "failed precondition: " + message_;
+    case Code::kInternal: return "internal: " + message_;
   }
   return message_;
 }

@@ -14,7 +14,8 @@ namespace bert {
 
 class Status {
  public:
-  enum class Code { kOk = 0, kInvalidArgument, kNotFound, kIoError, kCorruption, kFailedPrecondition };
+  enum class Code { kOk = 0, kInvalidArgument, kNotFound, kIoError, kCorruption, kFailedPrecondition,
+                    kInternal /* a peer or library failed: MPI, NCCL */ };
 
   Status() = default;
   static Status Ok() { return Status(); }
@@ -25,6 +26,7 @@ class Status {
   static Status FailedPrecondition(std::string msg) {
     return Status(Code::kFailedPrecondition, std::move(msg));
   }
+  static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -94,6 +94,8 @@ PreTrainingLoss BertForPreTraining::Loss(const Output& output, const PretrainBat
   PreTrainingLoss result;
   MlmLossOutput mlm = TiedDecoderCrossEntropy(output.mlm_hidden, decoder_weight_, decoder_bias_, batch.masked_labels);
   torch::Tensor nsp = CrossEntropyMean(output.nsp_logits, batch.nsp_labels);
+  result.mlm = mlm.loss;
+  result.nsp = nsp;
   result.loss = mlm.loss + nsp;
   torch::NoGradGuard no_grad;
   result.mlm_loss = mlm.loss.item<double>();

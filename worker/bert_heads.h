@@ -42,6 +42,7 @@ struct ModelOptions {
 // Losses and counts of one forward pass of BertForPreTraining.
 struct PreTrainingLoss {
   torch::Tensor loss;         // scalar: mlm_loss + nsp_loss, differentiable
+  torch::Tensor mlm, nsp;     // its two terms, differentiable (weighted apart by the trainer)
   double mlm_loss = 0;        // mean cross-entropy over masked positions
   double nsp_loss = 0;        // mean cross-entropy over sequences
   int64_t mlm_correct = 0;    // masked positions whose argmax is the label

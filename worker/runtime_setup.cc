@@ -2,12 +2,15 @@
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <string>
 
 #include <glog/logging.h>
 
@@ -32,8 +35,24 @@ std::string RecommendedBlasCoreType() {
   return "";
 }
 
+int BlasThreadsForThisRank() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  int local_ranks = 1;
+  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::max(1, std::atoi(local));
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  // A launcher that bound this rank to its own CPUs already divided them.
+  if (online > 0 && cpus < online) local_ranks = 1;
+  return std::max(1, cpus / local_ranks);
+}
+
 void ReexecWithTunedEnvironment(char** argv) {
   bool changed = false;
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr && std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE") != nullptr) {
+    setenv("OPENBLAS_NUM_THREADS", std::to_string(BlasThreadsForThisRank()).c_str(), /*overwrite=*/1);
+    changed = true;
+  }
   const std::string core_type = RecommendedBlasCoreType();
   if (!core_type.empty()) {
     setenv("OPENBLAS_CORETYPE", core_type.c_str(), /*overwrite=*/1);
@@ -44,7 +63,11 @@ void ReexecWithTunedEnvironment(char** argv) {
     changed = true;
   }
   if (!changed) return;
-  execv("/proc/self/exe", argv);
+  // Through the binary's own path, not /proc/self/exe, so that the process
+  // keeps its name (ps, pgrep, mpirun's reports).
+  char path[PATH_MAX] = {0};
+  const ssize_t length = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  execv(length > 0 ? path : "/proc/self/exe", argv);
   LOG(WARNING) << "[worker] re-executing with tuned settings failed (" << std::strerror(errno)
                << "); set OMP_WAIT_POLICY=PASSIVE"
                << (core_type.empty() ? std::string() : " and OPENBLAS_CORETYPE=" + core_type + " (OpenBLAS uses its generic " +

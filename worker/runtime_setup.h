@@ -19,6 +19,12 @@
 //    turns mmap off and trimming down, so freed blocks are reused; the
 //    process keeps its peak heap, fine for a long-running trainer.
 //
+// 4. Ranks sharing a machine. OpenBLAS starts one thread per CPU in every
+//    process; N ranks on one machine (mpirun --bind-to none) would run N
+//    times as many threads as CPUs. Each rank gets CPUs / N BLAS threads
+//    (OPENBLAS_NUM_THREADS, read at load time) unless the launcher bound it
+//    to fewer CPUs (then it has them all) or the user set the variable.
+//
 // Not thread-safe: call these first in main(), before other threads start.
 #pragma once
 
@@ -35,7 +41,10 @@ std::string BlasCoreName();
 // vectorised kernel, OPENBLAS_CORETYPE is set, or OpenBLAS is absent.
 std::string RecommendedBlasCoreType();
 
-// Sets OPENBLAS_CORETYPE (when RecommendedBlasCoreType() says so) and
+// OpenBLAS threads for this process (4. above).
+int BlasThreadsForThisRank();
+
+// Sets OPENBLAS_NUM_THREADS under mpirun (4. above), OPENBLAS_CORETYPE (when RecommendedBlasCoreType() says so) and
 // OMP_WAIT_POLICY=PASSIVE (when unset), and if either changed re-executes
 // /proc/self/exe with the same argv (once: the second run finds them set).
 // A variable the user set is never overridden. Returns normally when

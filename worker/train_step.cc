@@ -68,7 +68,37 @@ Trainer::Trainer(BertForPreTraining* model, const TrainerOptions& options)
   CHECK(options.Validate().ok()) << options.Validate().ToString();
 }
 
-void Trainer::ForwardBackward(const PretrainBatch& host_batch, double loss_scale) {
+Result<TrainerOptions> TrainerOptionsFromConfig(const TrainConfig& t) {
+  TrainerOptions options;
+  Result<OptimizerKind> kind = ParseOptimizerKind(t.optimizer);
+  if (!kind.ok()) return Status::InvalidArgument("train.optimizer: " + kind.status().message());
+  options.optimizer.kind = *kind;
+  options.optimizer.beta1 = t.beta1;
+  options.optimizer.beta2 = t.beta2;
+  options.optimizer.epsilon = t.eps;
+  options.optimizer.weight_decay = t.weight_decay;
+  Result<LrDecay> decay = ParseLrDecay(t.schedule);
+  if (!decay.ok()) return Status::InvalidArgument("train.schedule: " + decay.status().message());
+  options.schedule.peak_lr = t.lr;
+  options.schedule.warmup_steps = t.warmup_steps;
+  options.schedule.total_steps = t.steps;
+  options.schedule.decay = *decay;
+  options.schedule.power = t.poly_power;
+  options.schedule.end_lr = t.lr * t.end_lr_ratio;
+  options.max_grad_norm = t.max_grad_norm;
+  BERT_RETURN_IF_ERROR(options.Validate());
+  return options;
+}
+
+LossWeights LossWeights::ShareOf(const PretrainBatch& batch, int64_t step_masked, int64_t step_sequences) {
+  LossWeights weights;
+  weights.mlm = step_masked > 0 ? static_cast<double>(batch.num_masked()) / static_cast<double>(step_masked) : 0.0;
+  weights.nsp =
+      step_sequences > 0 ? static_cast<double>(batch.batch_size()) / static_cast<double>(step_sequences) : 0.0;
+  return weights;
+}
+
+void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights& weights) {
   Clock::time_point start = Clock::now();
   const torch::Device device = model_->parameters().values().device();
   const PretrainBatch batch = host_batch.input_ids.device() == device ? host_batch : host_batch.To(device);
@@ -83,12 +113,16 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, double loss_scale
   }
   pending_.forward_seconds += SecondsSince(start);
   start = Clock::now();
-  (loss_scale == 1.0 ? loss.loss : loss.loss * loss_scale).backward();
+  if (weights.mlm == 1.0 && weights.nsp == 1.0) {
+    loss.loss.backward();
+  } else {
+    (loss.mlm * weights.mlm + loss.nsp * weights.nsp).backward();
+  }
   pending_.backward_seconds += SecondsSince(start);
 
-  pending_.loss += loss.mlm_loss + loss.nsp_loss;
-  pending_.mlm_loss += loss.mlm_loss;
-  pending_.nsp_loss += loss.nsp_loss;
+  pending_.loss += loss.mlm_loss * weights.mlm + loss.nsp_loss * weights.nsp;
+  pending_.mlm_loss += loss.mlm_loss * weights.mlm;
+  pending_.nsp_loss += loss.nsp_loss * weights.nsp;
   pending_.micro_batches += 1;
   pending_.mlm_correct += loss.mlm_correct;
   pending_.num_masked += loss.num_masked;
@@ -103,10 +137,9 @@ StepMetrics Trainer::ApplyGradients() {
   const Clock::time_point start = Clock::now();
   FlatParameters& params = model_->parameters();
   StepMetrics metrics;
-  const double k = static_cast<double>(pending_.micro_batches);
-  metrics.loss = pending_.loss / k;
-  metrics.mlm_loss = pending_.mlm_loss / k;
-  metrics.nsp_loss = pending_.nsp_loss / k;
+  metrics.loss = pending_.loss;
+  metrics.mlm_loss = pending_.mlm_loss;
+  metrics.nsp_loss = pending_.nsp_loss;
   metrics.mlm_accuracy =
       pending_.num_masked > 0 ? static_cast<double>(pending_.mlm_correct) / static_cast<double>(pending_.num_masked) : 0;
   metrics.nsp_accuracy = pending_.num_sequences > 0 ? static_cast<double>(pending_.nsp_correct) /
@@ -143,8 +176,14 @@ StepMetrics Trainer::ApplyGradients() {
 
 StepMetrics Trainer::TrainStep(const std::vector<PretrainBatch>& micro_batches) {
   CHECK(!micro_batches.empty());
-  const double scale = 1.0 / static_cast<double>(micro_batches.size());
-  for (const PretrainBatch& batch : micro_batches) ForwardBackward(batch, scale);
+  int64_t masked = 0, sequences = 0;
+  for (const PretrainBatch& batch : micro_batches) {
+    masked += batch.num_masked();
+    sequences += batch.batch_size();
+  }
+  for (const PretrainBatch& batch : micro_batches) {
+    ForwardBackward(batch, LossWeights::ShareOf(batch, masked, sequences));
+  }
   return ApplyGradients();
 }
 

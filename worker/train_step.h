@@ -3,16 +3,22 @@
 // buffer), global-norm clipping, the learning-rate schedule and an AdamW or
 // LAMB update over the flat buffers.
 //
-// The loss of each micro-batch is mlm + nsp, each a mean over its masked
-// positions / sequences (as HF's BertForPreTraining), scaled by 1/K, so an
-// update uses the mean of the micro-batch gradients. Clipping scales the
-// gradient by max_grad_norm / norm when the global L2 norm exceeds it; the
-// scale is folded into the optimizer pass. A step whose gradient norm is
-// not finite is skipped: no update, step count unchanged, `skipped` set.
+// The loss of a step is the mean MLM cross-entropy over all masked
+// positions of the step plus the mean NSP cross-entropy over all its
+// sequences, however the step is cut into micro-batches and ranks: each
+// micro-batch's two mean losses are weighted by its share of the step's
+// masked positions and sequences (LossWeights::ShareOf), and the gradients
+// are summed. So K micro-batches, or W ranks whose gradients are summed by
+// an all-reduce, give the gradient of one batch of all the samples (up to
+// float summation order). Clipping scales the gradient by
+// max_grad_norm / norm when the global L2 norm exceeds it; the scale is
+// folded into the optimizer pass. A step whose gradient norm is not finite
+// is skipped: no update, step count unchanged, `skipped` set.
 //
 // A distributed loop uses the two halves: ForwardBackward() for each of its
-// micro-batches, an all-reduce of model.parameters().grads() (averaging over
-// ranks), then ApplyGradients(). TrainStep() is both halves for one process.
+// micro-batches, weighted by the step's global counts, an all-reduce (sum)
+// of model.parameters().grads(), then ApplyGradients(). TrainStep() is both
+// halves for one process.
 //
 // On CUDA builds of LibTorch, bf16_autocast runs the forward under autocast
 // (bf16 activations and GEMMs) while parameters, gradients and optimizer
@@ -25,6 +31,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/run_config.h"
 #include "common/status.h"
 #include "worker/bert_heads.h"
 #include "worker/lr_schedule.h"
@@ -36,6 +43,14 @@ namespace bert {
 // Whether this LibTorch build has CUDA (bf16 autocast is available).
 bool BuiltWithCuda();
 
+// Multipliers of a micro-batch's mean MLM and NSP losses.
+struct LossWeights {
+  double mlm = 1.0, nsp = 1.0;
+  // The micro-batch's share of a step with step_masked masked positions and
+  // step_sequences sequences in all (over micro-batches and ranks).
+  static LossWeights ShareOf(const PretrainBatch& batch, int64_t step_masked, int64_t step_sequences);
+};
+
 struct TrainerOptions {
   OptimizerOptions optimizer;
   LrSchedule schedule;
@@ -44,9 +59,12 @@ struct TrainerOptions {
   Status Validate() const;
 };
 
+// The run config's train section as trainer options (errors name the key).
+Result<TrainerOptions> TrainerOptionsFromConfig(const TrainConfig& train);
+
 // Sums over the micro-batches of one step.
 struct MicroBatchStats {
-  double loss = 0, mlm_loss = 0, nsp_loss = 0;  // sums of per-micro-batch means
+  double loss = 0, mlm_loss = 0, nsp_loss = 0;  // weighted sums of per-micro-batch means
   int64_t micro_batches = 0;
   int64_t mlm_correct = 0, num_masked = 0;
   int64_t nsp_correct = 0, num_sequences = 0;
@@ -57,8 +75,8 @@ struct MicroBatchStats {
 
 struct StepMetrics {
   int64_t step = 0;          // optimizer updates done, including this one
-  double loss = 0;           // mean over micro-batches of mlm + nsp
-  double mlm_loss = 0, nsp_loss = 0;
+  double loss = 0;           // mlm_loss + nsp_loss
+  double mlm_loss = 0, nsp_loss = 0;  // this process's weighted sums (the step's means when it holds the whole step)
   double mlm_accuracy = 0;   // over all masked positions of the step
   double nsp_accuracy = 0;   // over all sequences of the step
   double lr = 0;             // rate used by this update
@@ -75,9 +93,13 @@ class Trainer {
 
   StepMetrics TrainStep(const std::vector<PretrainBatch>& micro_batches);
 
-  // Adds this micro-batch's gradient, times loss_scale (1/K), into grads().
+  // Adds the gradient of this micro-batch's weighted loss into grads().
   // The batch is moved to the model's device when it is elsewhere.
-  void ForwardBackward(const PretrainBatch& batch, double loss_scale);
+  void ForwardBackward(const PretrainBatch& batch, const LossWeights& weights);
+  // Both terms scaled alike.
+  void ForwardBackward(const PretrainBatch& batch, double loss_scale) {
+    ForwardBackward(batch, LossWeights{loss_scale, loss_scale});
+  }
   // Clips, updates with the scheduled rate, zeroes the gradients and returns
   // the metrics of the micro-batches since the last call.
   StepMetrics ApplyGradients();

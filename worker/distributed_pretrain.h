@@ -1,0 +1,58 @@
+// Data-parallel pretraining (`bert-worker` under mpirun or srun): batches
+// come from bert-coordinator, gradients are summed over ranks.
+//
+// Per optimizer step, on every rank:
+//   1. take this rank's K micro-batches of the step from the coordinator
+//      (CoordinatorClient: prefetched, so normally no wait);
+//   2. all-reduce the step's masked-position and sequence counts, so every
+//      rank weights its losses by its share of the whole step
+//      (LossWeights::ShareOf) and the summed gradient is that of one batch
+//      of all the step's samples, whatever W and K are;
+//   3. forward/backward each micro-batch into the flat gradient buffer;
+//   4. all-reduce (sum) the flat gradient buffer in buckets
+//      (Communicator::AllReduceBuckets);
+//   5. clip and update: identical on every rank, as the inputs are;
+//   6. acknowledge the micro-batches; rank 0 logs the step's figures, summed
+//      over ranks (pretrain_progress.h);
+//   7. every checksum_every steps, all ranks compare a checksum of their
+//      parameters and fail loudly if any differs.
+// When the coordinator orders an abort (a peer died) or goes silent, the
+// client's I/O thread calls Communicator::Abort, which ends this process
+// with the matching exit code even if it is blocked in a collective.
+//
+// Initial weights come from train.init_seed on every rank; dropout streams
+// are seeded per rank (rank 0's equals --local's).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/run_config.h"
+#include "common/status.h"
+#include "worker/communicator.h"
+
+namespace bert {
+
+struct DistributedOptions {
+  std::string endpoint;             // the coordinator's; empty: read RUN_DIR/coordinator/endpoint
+  int endpoint_wait_ms = 60000;     // how long to wait for that file to appear
+  std::string run_id;               // empty: the config's name
+  uint64_t generation = 0;          // launcher restart count (for the coordinator's logs)
+  int register_timeout_ms = 60000;
+  int64_t checksum_every = 100;     // steps between parameter checksums (0: only at the end)
+  size_t bucket_bytes = size_t{25} << 20;
+  std::string save_params;          // rank 0 writes the final flat fp32 parameters here (raw, native order)
+};
+
+struct DistributedOutcome {
+  Status status;
+  int exit_code = 0;                // common/protocol.h ExitCode
+  int64_t steps = 0;                // optimizer steps this process made
+  uint64_t final_checksum = 0;      // xxh3 of the final parameter bytes
+  double final_loss = 0;
+};
+
+DistributedOutcome RunDistributedPretraining(const RunConfig& config, Communicator* comm,
+                                             const DistributedOptions& options);
+
+}  // namespace bert

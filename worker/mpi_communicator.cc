@@ -1,0 +1,173 @@
+#include "worker/mpi_communicator.h"
+
+// The C API only: Open MPI's deprecated C++ bindings need libmpi_cxx.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include <glog/logging.h>
+
+namespace bert {
+namespace {
+
+MPI_Datatype ToMpi(CommDataType type) {
+  switch (type) {
+    case CommDataType::kFloat32: return MPI_FLOAT;
+    case CommDataType::kFloat64: return MPI_DOUBLE;
+    case CommDataType::kInt64: return MPI_INT64_T;
+    case CommDataType::kUint64: return MPI_UINT64_T;
+  }
+  return MPI_BYTE;
+}
+
+MPI_Op ToMpi(CommReduceOp op) {
+  switch (op) {
+    case CommReduceOp::kSum: return MPI_SUM;
+    case CommReduceOp::kMin: return MPI_MIN;
+    case CommReduceOp::kMax: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+
+MPI_Comm AsComm(void* comm) { return reinterpret_cast<MPI_Comm>(comm); }
+
+// MPI counts are int: large buffers go in pieces of at most this many elements.
+constexpr size_t kMaxMpiCount = size_t{1} << 30;
+
+}  // namespace
+
+size_t CommDataTypeSize(CommDataType type) {
+  switch (type) {
+    case CommDataType::kFloat32: return 4;
+    case CommDataType::kFloat64:
+    case CommDataType::kInt64:
+    case CommDataType::kUint64: return 8;
+  }
+  return 1;
+}
+
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (initialised) return;
+  int provided = 0;
+  // FUNNELED: only the training thread calls MPI (the coordinator client's
+  // I/O thread never does).
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  initialised_here_ = true;
+}
+
+MpiEnvironment::~MpiEnvironment() {
+  int finalised = 0;
+  MPI_Finalized(&finalised);
+  if (initialised_here_ && !finalised) MPI_Finalize();
+}
+
+bool MpiEnvironment::LaunchedByMpi() {
+  // Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; PMIx launchers (srun
+  // --mpi=pmix) set PMIX_RANK.
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr ||
+         std::getenv("PMI_RANK") != nullptr;
+}
+
+Result<std::unique_ptr<Communicator>> MpiCommunicator::Create() {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) return Status::FailedPrecondition("mpi: MPI is not initialised (construct MpiEnvironment first)");
+  std::unique_ptr<MpiCommunicator> comm(new MpiCommunicator());
+  MPI_Comm dup = MPI_COMM_NULL;
+  if (MPI_Comm_dup(MPI_COMM_WORLD, &dup) != MPI_SUCCESS) return Status::Internal("mpi: MPI_Comm_dup failed");
+  // Errors come back as codes (the default handler would abort the job
+  // without saying which call failed).
+  MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+  comm->comm_ = reinterpret_cast<void*>(dup);
+  MPI_Comm_rank(dup, &comm->rank_);
+  MPI_Comm_size(dup, &comm->world_size_);
+  return std::unique_ptr<Communicator>(std::move(comm));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalised = 0;
+  MPI_Finalized(&finalised);
+  if (comm_ != nullptr && !finalised) {
+    MPI_Comm comm = AsComm(comm_);
+    MPI_Comm_free(&comm);
+  }
+}
+
+Status MpiCommunicator::Check(int rc, const char* call) const {
+  if (rc == MPI_SUCCESS) return Status::Ok();
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(rc, text, &length);
+  return Status::Internal(std::string("mpi: ") + call + " failed on rank " + std::to_string(rank_) + ": " +
+                          std::string(text, static_cast<size_t>(length)));
+}
+
+Status MpiCommunicator::AllReduce(void* data, size_t count, CommDataType type, CommReduceOp op) {
+  if (world_size_ == 1) return Status::Ok();
+  char* bytes = static_cast<char*>(data);
+  const size_t element = CommDataTypeSize(type);
+  for (size_t done = 0; done < count;) {
+    const size_t n = std::min(kMaxMpiCount, count - done);
+    BERT_RETURN_IF_ERROR(Check(MPI_Allreduce(MPI_IN_PLACE, bytes + done * element, static_cast<int>(n), ToMpi(type),
+                                             ToMpi(op), AsComm(comm_)),
+                               "MPI_Allreduce"));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+Status MpiCommunicator::AllReduceBuckets(void* data, size_t count, CommDataType type, size_t bucket_bytes) {
+  if (world_size_ == 1 || count == 0) return Status::Ok();
+  const size_t element = CommDataTypeSize(type);
+  const size_t bucket = std::clamp<size_t>(bucket_bytes / element, 1, kMaxMpiCount);
+  std::vector<MPI_Request> requests;
+  requests.reserve((count + bucket - 1) / bucket);
+  char* bytes = static_cast<char*>(data);
+  for (size_t first = 0; first < count; first += bucket) {
+    const size_t n = std::min(bucket, count - first);
+    MPI_Request request = MPI_REQUEST_NULL;
+    Status started = Check(MPI_Iallreduce(MPI_IN_PLACE, bytes + first * element, static_cast<int>(n), ToMpi(type),
+                                          MPI_SUM, AsComm(comm_), &request),
+                           "MPI_Iallreduce");
+    if (!started.ok()) {
+      if (!requests.empty()) MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
+      return started;
+    }
+    requests.push_back(request);
+  }
+  return Check(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+}
+
+Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {
+  if (world_size_ == 1) return Status::Ok();
+  char* p = static_cast<char*>(data);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(kMaxMpiCount, bytes - done);
+    BERT_RETURN_IF_ERROR(Check(MPI_Bcast(p + done, static_cast<int>(n), MPI_BYTE, root, AsComm(comm_)), "MPI_Bcast"));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+Status MpiCommunicator::Barrier() {
+  if (world_size_ == 1) return Status::Ok();
+  return Check(MPI_Barrier(AsComm(comm_)), "MPI_Barrier");
+}
+
+void MpiCommunicator::Abort(int exit_code) noexcept {
+  // MPI cannot cancel a collective another thread is blocked in, and
+  // MPI_Abort from a thread other than the FUNNELED one is not allowed: end
+  // the process. The launcher (mpirun / srun) then ends the other ranks.
+  google::FlushLogFiles(google::GLOG_INFO);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(exit_code);
+}
+
+}  // namespace bert
