@@ -74,6 +74,7 @@ Reject ValidateAck(const proto::Ack& ack, std::string* detail) {
 
 Reject ValidateReply(const proto::RegisterReply& r, std::string* detail) {
   if (r.reason().size() > kMaxReasonBytes) return Fail(Reject::kBadField, detail, "RegisterReply.reason: too long");
+  if (r.checkpoint().size() > 64) return Fail(Reject::kBadField, detail, "RegisterReply.checkpoint: too long");
   if (!r.ok()) return Reject::kNone;
   if (r.global_batch_size() < 1 || r.micro_batch_size() < 1 || r.micro_batches_per_step() < 1 ||
       r.world_size() < 1 || r.prefetch() < 1) {
@@ -162,6 +163,35 @@ Reject ParseControlFrame(std::string_view frame, proto::Envelope* envelope, std:
   return Reject::kNone;
 }
 
+namespace {
+
+bool IsHex16(const std::string& text) {
+  return text.size() == 16 && text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// A shard file name: "shard-RRRRR-of-WWWWW.bin", no path.
+bool IsShardFileName(const std::string& name) {
+  return name.size() <= 64 && name.rfind("shard-", 0) == 0 && name.size() > 10 &&
+         name.compare(name.size() - 4, 4, ".bin") == 0 &&
+         name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") == std::string::npos &&
+         name.find("..") == std::string::npos;
+}
+
+Reject ValidateShardDurable(const proto::ShardDurable& m, std::string* detail) {
+  if (m.step() < 1) return Fail(Reject::kBadField, detail, "ShardDurable.step: must be >= 1");
+  if (!IsShardFileName(m.file())) {
+    return Fail(Reject::kBadField, detail, "ShardDurable.file: not a shard file name (shard-RRRRR-of-WWWWW.bin)");
+  }
+  if (m.end() < m.begin()) return Fail(Reject::kBadField, detail, "ShardDurable.end: below begin");
+  if (!IsHex16(m.xxh3())) return Fail(Reject::kBadField, detail, "ShardDurable.xxh3: must be 16 lower-case hex digits");
+  if (m.rank_state_json().size() > kMaxRankStateBytes) {
+    return Fail(Reject::kBadField, detail, "ShardDurable.rank_state_json: over 4096 bytes");
+  }
+  return Reject::kNone;
+}
+
+}  // namespace
+
 Reject ValidateFromWorker(const proto::Envelope& envelope, std::string* detail) {
   switch (envelope.body_case()) {
     case proto::Envelope::kRegistration: return ValidateRegister(envelope.registration(), detail);
@@ -172,6 +202,7 @@ Reject ValidateFromWorker(const proto::Envelope& envelope, std::string* detail) 
       }
       return Reject::kNone;
     case proto::Envelope::kAck: return ValidateAck(envelope.ack(), detail);
+    case proto::Envelope::kShardDurable: return ValidateShardDurable(envelope.shard_durable(), detail);
     case proto::Envelope::kHeartbeat: return Reject::kNone;
     case proto::Envelope::BODY_NOT_SET: return Fail(Reject::kUnknownType, detail, "no message type");
     default:
@@ -189,12 +220,28 @@ Reject ValidateFromCoordinator(const proto::Envelope& envelope, std::string* det
         return Fail(Reject::kBadField, detail, "Abort.reason: too long");
       }
       return Reject::kNone;
+    case proto::Envelope::kCheckpointCommitted:
+      if (envelope.checkpoint_committed().name().size() > 64) {
+        return Fail(Reject::kBadField, detail, "CheckpointCommitted.name: too long");
+      }
+      return Reject::kNone;
     case proto::Envelope::kHeartbeat:
+    case proto::Envelope::kCheckpointRequest:
     case proto::Envelope::kDone: return Reject::kNone;
     case proto::Envelope::BODY_NOT_SET: return Fail(Reject::kUnknownType, detail, "no message type");
     default:
       return Fail(Reject::kUnexpectedType, detail,
                   "message type " + std::to_string(envelope.body_case()) + " is not sent by coordinators");
+  }
+}
+
+bool IsRetryableExit(int code) {
+  switch (code) {
+    case kExitOk:
+    case kExitUsage:
+    case kExitBadData:
+    case kExitInterrupted: return false;
+    default: return true;  // kExitError, kExitAborted, kExitCoordinatorLost, kExitRegistration, signals
   }
 }
 

@@ -76,6 +76,7 @@ constexpr size_t kMaxDeviceBytes = 64;
 constexpr size_t kMaxReasonBytes = 1024;
 constexpr uint32_t kMaxWorldSize = 65536;
 constexpr uint32_t kMaxCreditsPerMessage = 1024;
+constexpr size_t kMaxRankStateBytes = 4096;
 
 // Process exit codes of bert-coordinator and of workers using
 // coordinator/client.h; launchers (bertctl, the sbatch wrapper) act on them.
@@ -89,7 +90,13 @@ enum ExitCode : int {
   kExitRegistration = 5,     // coordinator: not all ranks registered in time;
                              // worker: registration refused
   kExitInterrupted = 6,      // SIGINT or SIGTERM
+  kExitBadData = 7,          // a corrupt corpus or checkpoint that no retry can fix
 };
+// Whether a launcher should restart the run after this exit code (from
+// the latest checkpoint): a dead peer, a lost coordinator, a crash or a
+// kill are worth a retry; a bad flag, config or corrupt data are fatal.
+// (128 + N: killed by signal N.)
+bool IsRetryableExit(int code);
 
 // Why a message was dropped. Counted per reason by the receiver.
 enum class Reject : int {
@@ -129,7 +136,7 @@ bool RecvMessage(zmq::socket_t& socket, size_t max_frames, Frames* out);
 Reject ParseControlFrame(std::string_view frame, proto::Envelope* envelope, std::string* detail);
 
 // Field checks that need no context, for messages a worker sends
-// (Register, Credit, Ack, Heartbeat) and a coordinator sends (the rest).
+// (Register, Credit, Ack, Heartbeat, ShardDurable) and a coordinator sends (the rest).
 // kUnexpectedType when the body is not one this side receives.
 Reject ValidateFromWorker(const proto::Envelope& envelope, std::string* detail);
 Reject ValidateFromCoordinator(const proto::Envelope& envelope, std::string* detail);

@@ -139,6 +139,11 @@ Status RunConfig::Validate() const {
       Check(t.intra_op_threads >= 1 && t.intra_op_threads <= 256, "train.intra_op_threads",
             "must be in [1, 256]" + Got(t.intra_op_threads)),
       Check(log.every_steps >= 1, "log.every_steps", "must be >= 1" + Got(log.every_steps)),
+      Check(checkpoint.every_steps >= 0, "checkpoint.every_steps",
+            "must be >= 0 (0: only after the last step)" + Got(checkpoint.every_steps)),
+      Check(checkpoint.keep_last >= 1 && checkpoint.keep_last <= 1000000, "checkpoint.keep_last",
+            "must be >= 1" + Got(checkpoint.keep_last)),
+      Check(checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0" + Got(checkpoint.keep_every)),
   };
   for (const Status& st : checks) BERT_RETURN_IF_ERROR(st);
   return Status::Ok();
@@ -189,7 +194,11 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("intra_op_threads", &t.intra_op_threads);
   Section log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
-  for (Section* s : {&data, &train, &log, &top}) s->RejectUnknownKeys();
+  Section checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
+  checkpoint.Get("every_steps", &c.checkpoint.every_steps);
+  checkpoint.Get("keep_last", &c.checkpoint.keep_last);
+  checkpoint.Get("keep_every", &c.checkpoint.keep_every);
+  for (Section* s : {&data, &train, &log, &checkpoint, &top}) s->RejectUnknownKeys();
   if (!error.ok()) return Status::InvalidArgument(where + ": " + error.message());
   if (c.run_dir.empty()) c.run_dir = "runs/" + c.name;
   c.model = Resolve(base_dir, c.model);
@@ -241,6 +250,11 @@ std::string RunConfig::ToYaml() const {
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;
+  out << YAML::EndMap;
+  out << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "every_steps" << YAML::Value << checkpoint.every_steps;
+  out << YAML::Key << "keep_last" << YAML::Value << checkpoint.keep_last;
+  out << YAML::Key << "keep_every" << YAML::Value << checkpoint.keep_every;
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -50,6 +50,12 @@ struct LogConfig {
   int64_t every_steps = 10;  // metrics to the terminal and metrics.jsonl every K steps
 };
 
+struct CheckpointConfig {
+  int64_t every_steps = 1000;  // a checkpoint after every K steps, and after the last; 0: only after the last
+  int32_t keep_last = 3;       // retention: the newest K committed checkpoints ...
+  int64_t keep_every = 0;      // ... plus every one whose step is a multiple of M (0: none)
+};
+
 struct RunConfig {
   std::string name = "default";  // run name: runs/NAME
   std::string run_dir;           // where the run writes; default runs/NAME
@@ -59,6 +65,7 @@ struct RunConfig {
   DataConfig data;
   TrainConfig train;
   LogConfig log;
+  CheckpointConfig checkpoint;
 
   // Checks values that do not depend on the world size. Errors name the key.
   Status Validate() const;

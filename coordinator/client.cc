@@ -25,6 +25,8 @@ RunInfo FromReply(const proto::RegisterReply& r) {
   RunInfo run;
   run.run_id = r.run_id();
   run.start_step = r.start_step();
+  run.checkpoint = r.checkpoint();
+  run.checkpoint_every = r.checkpoint_every();
   run.total_steps = r.total_steps();
   run.global_batch_size = r.global_batch_size();
   run.micro_batch_size = r.micro_batch_size();
@@ -165,6 +167,30 @@ Status CoordinatorClient::Ack(uint64_t step, uint32_t micro, float loss, float s
   return Status::Ok();
 }
 
+Status CoordinatorClient::ReportShardDurable(const ShardReport& report) {
+  if (report.rank_state_json.size() > kMaxRankStateBytes) {
+    return Status::InvalidArgument("shard report: rank state over " + std::to_string(kMaxRankStateBytes) + " bytes");
+  }
+  proto::Envelope envelope = MakeEnvelope();
+  proto::ShardDurable* shard = envelope.mutable_shard_durable();
+  shard->set_step(report.step);
+  shard->set_file(report.file);
+  shard->set_begin(report.begin);
+  shard->set_end(report.end);
+  shard->set_bytes(report.bytes);
+  shard->set_xxh3(report.xxh3);
+  shard->set_rank_state_json(report.rank_state_json);
+  Enqueue(envelope);
+  return Status::Ok();
+}
+
+uint64_t CoordinatorClient::TakeCheckpointRequest(uint64_t at_or_before) {
+  uint64_t step = requested_checkpoint_step_.load();
+  if (step == 0 || step > at_or_before) return 0;
+  requested_checkpoint_step_.compare_exchange_strong(step, 0);
+  return step;
+}
+
 void CoordinatorClient::SetAbortCallback(std::function<void(EndReason, const std::string&)> callback) {
   std::lock_guard<std::mutex> lock(mutex_);
   abort_callback_ = std::move(callback);
@@ -271,6 +297,19 @@ void CoordinatorClient::HandleIncoming(Frames& frames) {
         done_ = true;
       }
       End(EndReason::kDone, "run complete at step " + std::to_string(envelope.done().final_step()));
+      return;
+    }
+    case proto::Envelope::kCheckpointCommitted:
+      last_committed_step_ = envelope.checkpoint_committed().step();
+      LOG(INFO) << "[worker r" << options_.rank << "] checkpoint " << envelope.checkpoint_committed().name()
+                << " committed";
+      return;
+    case proto::Envelope::kCheckpointRequest: {
+      // Keep the earliest outstanding request.
+      const uint64_t step = envelope.checkpoint_request().step();
+      uint64_t current = requested_checkpoint_step_.load();
+      while ((current == 0 || step < current) && !requested_checkpoint_step_.compare_exchange_weak(current, step)) {
+      }
       return;
     }
     default: return;  // Heartbeat (any message counts as life); a resent RegisterReply

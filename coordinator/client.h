@@ -61,6 +61,8 @@ struct ClientOptions {
 struct RunInfo {
   std::string run_id;
   uint64_t start_step = 0, total_steps = 0;
+  std::string checkpoint;         // checkpoint to resume from (under RUN_DIR/checkpoints); "": none
+  uint64_t checkpoint_every = 0;  // steps between checkpoints (0: only after the last)
   uint64_t global_batch_size = 0, micro_batch_size = 0;
   uint32_t micro_batches_per_step = 0, world_size = 0, prefetch = 0;
   int heartbeat_interval_ms = 0, heartbeat_timeout_ms = 0;
@@ -78,6 +80,15 @@ struct WorkerBatch {
   uint64_t payload_bytes = 0, checksum = 0;
   double wait_ms = 0;  // how long NextBatch() blocked for it (data wait)
   Batch batch;         // decoded samples
+};
+
+// A rank's checkpoint shard, durable on disk (checkpoint/checkpoint.h).
+struct ShardReport {
+  uint64_t step = 0;
+  std::string file;
+  uint64_t begin = 0, end = 0, bytes = 0;
+  std::string xxh3;
+  std::string rank_state_json;  // at most kMaxRankStateBytes
 };
 
 enum class EndReason {
@@ -105,6 +116,14 @@ class CoordinatorClient {
   Result<std::optional<WorkerBatch>> NextBatch();
   // Reports a micro-batch as trained. Never blocks on the network.
   Status Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms);
+  // Tells the coordinator a checkpoint shard is durable. Any thread; never
+  // blocks on the network.
+  Status ReportShardDurable(const ShardReport& report);
+  // The last checkpoint step the coordinator reported committed (0: none).
+  uint64_t last_committed_step() const { return last_committed_step_.load(); }
+  // A checkpoint the coordinator asked for (CheckpointRequest) at a step
+  // <= at_or_before, consumed by this call; 0 when none.
+  uint64_t TakeCheckpointRequest(uint64_t at_or_before);
   // Runs on the I/O thread when the run ends abnormally (abort or lost).
   void SetAbortCallback(std::function<void(EndReason, const std::string&)> callback);
 
@@ -132,6 +151,8 @@ class CoordinatorClient {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> last_acked_step_{0};
   std::atomic<uint64_t> rejected_{0};
+  std::atomic<uint64_t> last_committed_step_{0};
+  std::atomic<uint64_t> requested_checkpoint_step_{0};
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable changed_;

@@ -223,7 +223,8 @@ Status Ledger::LoadState() {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, LedgerMeta meta) {
+Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, LedgerMeta meta,
+                                             std::optional<uint64_t> resume_at) {
   Result<std::unique_ptr<Ledger>> opened = OpenDb(dir, /*read_only=*/false);
   if (!opened.ok()) return opened.status();
   std::unique_ptr<Ledger> ledger = std::move(opened).value();
@@ -234,10 +235,14 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir, LedgerMeta 
       return Status::FailedPrecondition(dir + ": cannot resume this run with another sample plan: " + difference);
     }
     meta.session = ledger->meta_.session + 1;
+    if (resume_at) {
+      ledger->rewound_from_ = ledger->cursor_;
+      ledger->cursor_ = *resume_at;
+    }
     BERT_RETURN_IF_ERROR(ledger->DropFrom(ledger->cursor_));
   } else if (loaded.code() == Status::Code::kNotFound) {
     meta.session = 1;
-    ledger->cursor_ = 0;
+    ledger->cursor_ = resume_at.value_or(0);
   } else {
     return loaded;
   }

@@ -19,7 +19,9 @@
 // again identically). Hence in a finished run every step < cursor has
 // exactly one entry per (rank, micro), each acknowledged, and an entry's
 // dispatch_count counts sends within its session (1 unless a bug resent it).
-// World size and micro-batch size may change between sessions.
+// World size and micro-batch size may change between sessions. With
+// resume_at (the latest checkpoint's step) the cursor moves there instead:
+// training state is only as new as the checkpoint, so later steps run again.
 //
 // Durability: writes use the WAL without fsync (sync=false): a killed
 // coordinator process loses nothing; a machine crash may lose the last
@@ -90,7 +92,11 @@ Status DecodeEntry(std::string_view bytes, LedgerEntry* entry);
 class Ledger {
  public:
   // Creates the ledger, or resumes it (see the resume rule above).
-  static Result<std::unique_ptr<Ledger>> Open(const std::string& dir, LedgerMeta meta);
+  // resume_at: the step the run resumes from (its latest checkpoint's, 0
+  // without one) instead of the ledger's cursor: the cursor is set to it and
+  // the entries of later steps are dropped (those steps run again).
+  static Result<std::unique_ptr<Ledger>> Open(const std::string& dir, LedgerMeta meta,
+                                              std::optional<uint64_t> resume_at = std::nullopt);
   // For inspection (--dump-ledger); works while a coordinator holds it.
   static Result<std::unique_ptr<Ledger>> OpenReadOnly(const std::string& dir);
   ~Ledger();
@@ -99,6 +105,8 @@ class Ledger {
   uint64_t cursor() const { return cursor_; }
   // Entries deleted by Open()'s resume (unfinished steps of the last session).
   uint64_t dropped_on_resume() const { return dropped_on_resume_; }
+  // The cursor the ledger had before Open() moved it to resume_at.
+  std::optional<uint64_t> rewound_from() const { return rewound_from_; }
 
   // Records that `key` was sent now; entry carries epoch, range and payload.
   Status RecordDispatch(const BatchKey& key, LedgerEntry entry);
@@ -129,6 +137,7 @@ class Ledger {
   LedgerMeta meta_;
   uint64_t cursor_ = 0;
   uint64_t dropped_on_resume_ = 0;
+  std::optional<uint64_t> rewound_from_;
 };
 
 // RUN_DIR/coordinator/ledger

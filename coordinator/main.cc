@@ -12,6 +12,8 @@
 #include "common/protocol.h"
 #include "common/run_config.h"
 #include "datapipe/data_source.h"
+#include "checkpoint/checkpoint.h"
+#include "coordinator/checkpoint_committer.h"
 #include "coordinator/ledger.h"
 #include "coordinator/server.h"
 
@@ -28,6 +30,7 @@ struct Args {
   uint32_t world_size = 1;
   uint64_t resident_mb = 8192;
   std::string dump_ledger;        // RUN_DIR: print the ledger and exit
+  bool without_checkpoints = false;  // data-only consumers: resume from the ledger, no commits
   bert::ServerOptions server;
 };
 
@@ -105,6 +108,9 @@ void AddOptions(CLI::App& app, Args* args) {
       ->capture_default_str();
   app.add_option("--progress-every-s", args->server.progress_every_s, "Seconds between progress lines")
       ->capture_default_str();
+  app.add_flag("--without-checkpoints", args->without_checkpoints,
+               "For data-only consumers (benchmarks, protocol tests): commit no checkpoints, end when every step is "
+               "acknowledged, and resume a restarted run at the ledger's cursor instead of the latest checkpoint");
   app.add_option("--dump-ledger", args->dump_ledger,
                  "Print the ledger of RUN_DIR as JSON lines (meta, epochs, batches) and exit");
 }
@@ -138,8 +144,61 @@ int Serve(Args& args) {
   meta.world_size = geometry->world_size;
   meta.micro_batch_size = geometry->micro_batch_size;
   meta.total_steps = options.total_steps;
-  auto ledger = bert::Ledger::Open(bert::LedgerDir(run_dir), meta);
+  // Training state is as new as the latest good checkpoint: resume there.
+  std::optional<uint64_t> resume_at;
+  std::string resume_checkpoint;
+  if (!args.without_checkpoints) {
+    bert::CheckpointStore store(run_dir);
+    std::vector<std::string> skipped;
+    bert::Result<bert::LoadedCheckpoint> latest = store.LoadLatest(&skipped);
+    for (const std::string& line : skipped) LOG(WARNING) << "[coord] skipped a damaged checkpoint: " << line;
+    if (latest.ok()) {
+      if (latest->manifest.run_id != options.run_id) {
+        return Fail(bert::Status::FailedPrecondition(latest->dir + ": checkpoint of run " + latest->manifest.run_id +
+                                                     ", not of " + options.run_id));
+      }
+      resume_at = latest->manifest.step;
+      resume_checkpoint = bert::CheckpointStore::StepName(latest->manifest.step);
+    } else if (latest.status().code() == bert::Status::Code::kNotFound) {
+      resume_at = 0;
+    } else {
+      LOG(ERROR) << "[coord] " << latest.status().message();
+      return bert::kExitBadData;
+    }
+  }
+  auto ledger = bert::Ledger::Open(bert::LedgerDir(run_dir), meta, resume_at);
   if (!ledger.ok()) return Fail(ledger.status());
+  if (!resume_checkpoint.empty() || ((*ledger)->rewound_from() && *(*ledger)->rewound_from() > 0)) {
+    LOG(INFO) << "[coord] resuming from "
+              << (resume_checkpoint.empty() ? std::string("the start (no checkpoint yet)") : resume_checkpoint)
+              << " at step " << (*ledger)->cursor() << " (the ledger was at step "
+              << (*ledger)->rewound_from().value_or(0) << ")";
+  }
+  options.resume_checkpoint = resume_checkpoint;
+  options.checkpoint_every = static_cast<uint64_t>(config->checkpoint.every_steps);
+  bert::CommitterOptions committer_options;
+  committer_options.run_dir = run_dir;
+  committer_options.run_id = options.run_id;
+  committer_options.config_yaml = config->ToYaml();
+  committer_options.vocab_checksum = data->vocab_checksum;
+  committer_options.world_size = geometry->world_size;
+  committer_options.total_steps = options.total_steps;
+  committer_options.every_steps = static_cast<uint64_t>(config->checkpoint.every_steps);
+  committer_options.keep_last = config->checkpoint.keep_last;
+  committer_options.keep_every = static_cast<uint64_t>(config->checkpoint.keep_every);
+  // Epochs of steps, for the manifests: the same walk as the builders'.
+  bert::StepMapper epochs(geometry->global_batch_size, [&](uint64_t epoch) -> bert::Result<uint64_t> {
+    auto known = (*ledger)->EpochSize(epoch);
+    if (!known.ok()) return known.status();
+    if (known->has_value()) return **known;
+    return bert::Status::NotFound("epoch " + std::to_string(epoch) + " not built yet");
+  });
+  bert::CheckpointCommitter committer(committer_options, [&](uint64_t step) -> uint64_t {
+    auto location = epochs.Locate(step >= options.total_steps ? step - 1 : step);
+    return location.ok() ? location->epoch : 0;
+  });
+  if (resume_at) committer.SetResumedFrom(*resume_at);
+  options.committer = args.without_checkpoints ? nullptr : &committer;
   LOG(INFO) << "[coord] run " << options.run_id << ", session " << (*ledger)->meta().session << ": step "
             << (*ledger)->cursor() << " of " << options.total_steps << " (" << (*ledger)->dropped_on_resume()
             << " unfinished batches of the last session will be sent again); world size " << geometry->world_size
@@ -174,7 +233,9 @@ int main(int argc, char** argv) {
       "The bound endpoint is written to RUN_DIR/coordinator/endpoint, final counters to stats.json.\n"
       "A restarted coordinator resumes from the ledger's cursor (the first step not acknowledged by all ranks).\n"
       "Exit codes: 0 run complete, 1 error, 2 bad flag/config, 3 a worker died (the others were told to abort),\n"
-      "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM).");
+      "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM), 7 damaged checkpoints only.\n"
+      "Checkpoints: workers write shards into RUN_DIR/checkpoints/.staging-step-N, the coordinator commits\n"
+      "them (manifest.json last, rename, latest); a restart resumes from the latest good one.");
   Args args;
   AddOptions(app, &args);
   try {

@@ -36,7 +36,9 @@ std::string ServerStats::ToJson() const {
                       {"tokens_sent", tokens_sent},   {"acks", acks},
                       {"messages_received", messages_received}, {"rejects", reject_counts},
                       {"rejects_total", total_rejects()}, {"elapsed_s", elapsed_s},
-                      {"build_cpu_s", build_cpu_s}, {"samples_built", samples_built}};
+                      {"build_cpu_s", build_cpu_s}, {"samples_built", samples_built},
+                      {"checkpoints_committed", checkpoints_committed},
+                      {"last_checkpoint_step", last_checkpoint_step}};
   return j.dump();
 }
 
@@ -123,6 +125,7 @@ void Server::HandleMessage(zmq::message_t* parts, size_t num_parts, size_t dropp
   switch (envelope.body_case()) {
     case proto::Envelope::kCredit: return HandleCredit(*rank, envelope.credit());
     case proto::Envelope::kAck: return HandleAck(*rank, envelope.ack());
+    case proto::Envelope::kShardDurable: return HandleShardDurable(*rank, envelope.shard_durable());
     default: return;  // a Heartbeat: Touch() was its purpose
   }
 }
@@ -145,6 +148,8 @@ void Server::HandleRegister(const std::string& identity, const proto::Register& 
   reply->set_ok(true);
   reply->set_run_id(options_.run_id);
   reply->set_start_step(stats_.start_step);
+  reply->set_checkpoint(options_.resume_checkpoint);
+  if (options_.committer != nullptr) reply->set_checkpoint_every(options_.checkpoint_every);
   reply->set_total_steps(options_.total_steps);
   reply->set_global_batch_size(geometry_.global_batch_size);
   reply->set_micro_batch_size(geometry_.micro_batch_size);
@@ -197,6 +202,31 @@ void Server::HandleAck(uint32_t rank, const proto::Ack& ack) {
                          cursor_moved ? std::optional<uint64_t>(tracker_.cursor()) : std::nullopt);
   if (!recorded.ok() && fatal_.ok()) fatal_ = recorded;
   stats_.cursor = tracker_.cursor();
+}
+
+void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard) {
+  const std::string& identity = registry_.Find(rank)->identity;
+  if (options_.committer == nullptr) {
+    return CountReject(Reject::kUnexpectedType, identity, "ShardDurable, but this run writes no checkpoints");
+  }
+  Result<std::optional<std::string>> committed = options_.committer->Report(rank, shard);
+  if (!committed.ok()) {
+    if (committed.status().code() == Status::Code::kInvalidArgument) {
+      return CountReject(Reject::kBadField, identity, committed.status().message());
+    }
+    LOG(ERROR) << "[coord] checkpoint of step " << shard.step() << " not committed: " << committed.status().message();
+    // Without the final checkpoint the run cannot complete; an earlier one
+    // only means a longer way back after a failure.
+    if (shard.step() >= options_.total_steps && fatal_.ok()) fatal_ = committed.status();
+    return;
+  }
+  if (!committed->has_value()) return;
+  ++stats_.checkpoints_committed;
+  stats_.last_checkpoint_step = shard.step();
+  proto::Envelope envelope = MakeEnvelope();
+  envelope.mutable_checkpoint_committed()->set_step(shard.step());
+  envelope.mutable_checkpoint_committed()->set_name(**committed);
+  SendToAll(envelope);
 }
 
 void Server::CountReject(Reject reason, const std::string& identity, const std::string& detail) {
@@ -303,8 +333,10 @@ void Server::SendHeartbeats(int64_t now_ms) {
 
 int Server::CheckRunState(int64_t now_ms) {
   if (!fatal_.ok()) return Finish(kExitError, fatal_.message());
-  if (tracker_.cursor() >= options_.total_steps && registry_.AllRegistered()) {
-    return Finish(kExitOk, "all " + std::to_string(options_.total_steps) + " steps acknowledged");
+  if (tracker_.cursor() >= options_.total_steps && registry_.AllRegistered() &&
+      (options_.committer == nullptr || options_.committer->final_committed())) {
+    return Finish(kExitOk, "all " + std::to_string(options_.total_steps) + " steps acknowledged" +
+                               (options_.committer ? ", final checkpoint committed" : ""));
   }
   if (std::optional<uint32_t> dead = registry_.FirstDead(now_ms, options_.heartbeat_timeout_ms)) {
     const WorkerInfo& info = *registry_.Find(*dead);

@@ -33,6 +33,7 @@
 #include "common/protocol.h"
 #include "common/status.h"
 #include "coordinator/batch_builder.h"
+#include "coordinator/checkpoint_committer.h"
 #include "datapipe/data_source.h"
 #include "datapipe/dispatch_plan.h"
 #include "coordinator/ledger.h"
@@ -53,11 +54,18 @@ struct ServerOptions {
   double progress_every_s = 10;             // progress line interval
   int linger_ms = 2000;                     // to flush the final Done / Abort
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: Abort the workers and return
+  // Commits checkpoints from the workers' shard reports; the run is complete
+  // only once the checkpoint after the last step is committed. Null: no
+  // checkpoints (workers that report shards are refused).
+  CheckpointCommitter* committer = nullptr;
+  std::string resume_checkpoint;            // told to registering workers (RegisterReply.checkpoint)
+  uint64_t checkpoint_every = 0;            // told to registering workers
 };
 
 struct ServerStats {
   uint64_t batches_sent = 0, samples_sent = 0, bytes_sent = 0, tokens_sent = 0;
   uint64_t acks = 0, messages_received = 0;
+  uint64_t checkpoints_committed = 0, last_checkpoint_step = 0;
   std::array<uint64_t, static_cast<size_t>(Reject::kCount)> rejects{};
   uint64_t start_step = 0, cursor = 0;
   int exit_code = -1;
@@ -98,6 +106,7 @@ class Server {
                       const std::string& field_detail);
   void HandleCredit(uint32_t rank, const proto::Credit& credit);
   void HandleAck(uint32_t rank, const proto::Ack& ack);
+  void HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard);
   void CountReject(Reject reason, const std::string& identity, const std::string& detail);
   std::string DescribePeer(const std::string& identity) const;
 

@@ -39,6 +39,7 @@ Result<DataSource> OpenDataSource(const RunConfig& config, uint64_t max_resident
   Result<std::unique_ptr<CorpusIndex>> index = CorpusIndex::Load(*source.corpus, index_options);
   if (!index.ok()) return index.status();
   source.index = std::move(index).value();
+  source.vocab_checksum = source.corpus->vocab_checksum();
   source.fingerprint = source.corpus->vocab_checksum() + "/" + std::to_string(source.index->num_documents()) +
                        " documents/" + std::to_string(source.index->num_tokens()) + " tokens";
   return source;

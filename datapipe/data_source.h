@@ -23,6 +23,7 @@ struct DataSource {
   std::shared_ptr<const MaskingVocab> vocab;
   SampleOptions options;
   std::string fingerprint;                    // identifies the corpus in the ledger: vocabulary checksum and sizes
+  std::string vocab_checksum;                 // of the corpus's vocabulary (checkpoint manifests record it)
 };
 
 // The sample options a run config asks for (data.seed, data.max_seq_len, ...).

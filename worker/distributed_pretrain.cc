@@ -18,6 +18,7 @@
 #include "coordinator/client.h"
 #include "datapipe/random.h"
 #include "worker/bert_heads.h"
+#include "worker/checkpoint_io.h"
 #include "worker/flops.h"
 #include "worker/pretrain_progress.h"
 #include "worker/train_step.h"
@@ -126,6 +127,22 @@ class DistributedLoop {
     if (!run.ok()) return run.status();
     run_ = *run;
     BERT_RETURN_IF_ERROR(CheckRun());
+    BERT_RETURN_IF_ERROR(Restore());
+    CoordinatorClient* client = client_.get();
+    saver_ = std::make_unique<CheckpointSaver>(
+        config_.run_dir, static_cast<uint32_t>(comm_->rank()), static_cast<uint32_t>(comm_->world_size()),
+        [client](uint64_t step, const ShardInfo& shard) {
+          ShardReport report;
+          report.step = step;
+          report.file = shard.file;
+          report.begin = shard.begin;
+          report.end = shard.end;
+          report.bytes = shard.bytes;
+          report.xxh3 = shard.xxh3;
+          report.rank_state_json = shard.rank_state.dump();
+          Status sent = client->ReportShardDurable(report);
+          if (!sent.ok()) LOG(ERROR) << "[worker] " << sent.message();
+        });
     if (comm_->rank() == 0) {
       auto progress = PretrainProgress::Open(config_.run_dir, static_cast<int64_t>(run_.start_step),
                                              static_cast<int64_t>(run_.total_steps), config_.log.every_steps, peak,
@@ -157,13 +174,38 @@ class DistributedLoop {
       return Status::InvalidArgument(config_.model + ": vocab_size " + std::to_string(model_->config().vocab_size) +
                                      " differs from the corpus vocabulary's " + std::to_string(run_.vocab_size));
     }
-    if (run_.start_step != 0) {
-      return Status::FailedPrecondition(
-          "the coordinator resumes this run at step " + std::to_string(run_.start_step) +
-          ", but resuming needs a checkpoint to restore the weights and optimizer from, and this run has none; "
-          "start a new run (another --name)");
+    if (run_.start_step != 0 && run_.checkpoint.empty()) {
+      return Status::FailedPrecondition("the coordinator resumes this run at step " +
+                                        std::to_string(run_.start_step) + " without a checkpoint to restore from");
     }
     return Status::Ok();
+  }
+
+  // Loads the checkpoint the coordinator resumes from (verified again here:
+  // sizes and checksums of every shard).
+  Status Restore() {
+    if (run_.checkpoint.empty()) return Status::Ok();
+    CheckpointStore store(config_.run_dir);
+    Result<LoadedCheckpoint> latest = store.LoadLatest();
+    if (!latest.ok()) return latest.status();
+    const std::string name = CheckpointStore::StepName(latest->manifest.step);
+    if (name != run_.checkpoint || latest->manifest.step != run_.start_step) {
+      return Status::FailedPrecondition("the coordinator resumes from " + run_.checkpoint + " (step " +
+                                        std::to_string(run_.start_step) + ") but the newest good checkpoint in " +
+                                        store.dir() + " is " + name);
+    }
+    BERT_RETURN_IF_ERROR(RestoreFromCheckpoint(*latest, &model_->parameters(), &trainer_->optimizer(),
+                                               &model_->dropout_rng(), static_cast<uint32_t>(comm_->rank()),
+                                               static_cast<uint32_t>(comm_->world_size())));
+    uint64_t checksum = 0;
+    BERT_RETURN_IF_ERROR(CheckParametersAgree(run_.start_step, &checksum));
+    LOG(INFO) << tag_ << " resumed from " << latest->dir << " at step " << run_.start_step << " (parameters "
+              << Hex64(checksum) << ")";
+    return Status::Ok();
+  }
+
+  bool IsCheckpointStep(uint64_t step) const {
+    return step == run_.total_steps || (run_.checkpoint_every > 0 && step % run_.checkpoint_every == 0);
   }
 
   Status Train(DistributedOutcome* outcome) {
@@ -238,6 +280,14 @@ class DistributedLoop {
       if (last || (options_.checksum_every > 0 && (step + 1) % static_cast<uint64_t>(options_.checksum_every) == 0)) {
         BERT_RETURN_IF_ERROR(CheckParametersAgree(step + 1, &outcome->final_checksum));
       }
+      if (IsCheckpointStep(step + 1)) {
+        const nlohmann::json state =
+            comm_->rank() == 0 ? ModelStateJson(model_->parameters(), trainer_->optimizer(),
+                                                trainer_->options().schedule, config_.train.init_seed)
+                               : nlohmann::json();
+        BERT_RETURN_IF_ERROR(saver_->Save(step + 1, model_->parameters(), trainer_->optimizer(),
+                                          model_->dropout_rng(), state));
+      }
     }
     return Status::Ok();
   }
@@ -260,6 +310,9 @@ class DistributedLoop {
   }
 
   Status Finish(DistributedOutcome* outcome) {
+    // The final checkpoint must be durable (and reported) before the
+    // coordinator can declare the run complete.
+    BERT_RETURN_IF_ERROR(saver_->Wait());
     // The coordinator confirms the run complete once every rank acknowledged.
     Result<std::optional<WorkerBatch>> next = client_->NextBatch();
     if (!next.ok()) return next.status();
@@ -289,6 +342,7 @@ class DistributedLoop {
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<CoordinatorClient> client_;
   std::unique_ptr<PretrainProgress> progress_;
+  std::unique_ptr<CheckpointSaver> saver_;
   RunInfo run_;
 };
 

@@ -105,7 +105,8 @@ class CoordinatorRunTest : public ::testing::Test {
                                                std::vector<std::string> extra = {}) {
     std::vector<std::string> argv = {Coordinator(), "--config", config, "--world-size", std::to_string(kWorld),
                                      "--bind", "tcp://127.0.0.1:*", "--heartbeat-interval-ms", "500",
-                                     "--heartbeat-timeout-ms", "3000", "--prefetch", "4", "--progress-every-s", "1"};
+                                     "--heartbeat-timeout-ms", "3000", "--prefetch", "4", "--progress-every-s", "1",
+                                     "--without-checkpoints"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<Subprocess>(argv, work_ / log_name);
   }

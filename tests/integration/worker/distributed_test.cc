@@ -1,5 +1,6 @@
 // Data-parallel pretraining with real processes on loopback: bert-coordinator
-// and `mpirun -np W bert-worker` (MPI all-reduce), on a small real corpus.
+// and `mpirun -np W bert-worker` (MPI all-reduce), on a small real corpus
+// (pretrain_run.h).
 //   - W = 2 with micro-batch G/4 (2 per rank) ends with the weights of W = 1
 //     with the whole batch G in one micro-batch (to float rounding), and the
 //     same W gives bit-identical weights across reruns;
@@ -8,121 +9,13 @@
 //     the coordinator within its timeout, and the others exit with a failure
 //     code within 10 s instead of hanging in an all-reduce.
 #include <gtest/gtest.h>
-#include <signal.h>
 
-#include <cstring>
-#include <fstream>
-
-#include "common/protocol.h"
-#include "integration/coordinator/coordinator_run.h"
+#include "integration/worker/pretrain_run.h"
 
 namespace bert::testing {
 namespace {
 
-std::string Worker() { return std::string(BERT_BIN_DIR) + "/bert-worker"; }
-
-std::vector<float> ReadFloats(const std::string& path) {
-  Result<std::string> bytes = ReadFile(path);
-  if (!bytes.ok()) return {};
-  std::vector<float> values(bytes->size() / sizeof(float));
-  std::memcpy(values.data(), bytes->data(), values.size() * sizeof(float));
-  return values;
-}
-
-// The bert-worker processes mpirun started (its children).
-std::vector<pid_t> ChildrenOf(pid_t parent) {
-  std::vector<pid_t> children;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    const size_t paren = line.rfind(')');
-    if (paren == std::string::npos) continue;
-    std::istringstream rest(line.substr(paren + 2));
-    char state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == parent && line.find("bert-worker") != std::string::npos) children.push_back(std::stoi(name));
-  }
-  return children;
-}
-
-// Running (a zombie whose parent is gone counts as ended).
-bool Alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
-}
-
-int RankOf(pid_t pid) {
-  Result<std::string> environ = ReadFile("/proc/" + std::to_string(pid) + "/environ");
-  if (!environ.ok()) return -1;
-  const std::string key = std::string("OMPI_COMM_WORLD_RANK=");
-  const size_t at = environ->find(key);
-  return at == std::string::npos ? -1 : std::atoi(environ->c_str() + at + key.size());
-}
-
-class DistributedTest : public CoordinatorRunTest {
- protected:
-  // bert-tiny without dropout (so that W = 1 and W = 2 compute the same
-  // function), seq 64, G = 32.
-  std::string WriteRun(const std::string& name, uint64_t micro_batch, uint64_t steps) {
-    const std::string model = work_ / "tiny-no-dropout.json";
-    Result<std::string> tiny = ReadFile(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny.json");
-    Json config = Json::parse(*tiny);
-    config["hidden_dropout_prob"] = 0.0;
-    config["attention_probs_dropout_prob"] = 0.0;
-    WriteText(model, config.dump(2));
-    const std::string path = work_ / (name + ".yaml");
-    WriteText(path, "name: " + name + "\nrun_dir: " + (work_ / name) + "\nmodel: " + model + "\ndata:\n  db: " + Db() +
-                        "\n  seed: " + std::to_string(kSeed) + "\n  max_seq_len: 64\n  max_predictions: 10\n" +
-                        "train:\n  global_batch_size: " + std::to_string(kGlobalBatch) + "\n  micro_batch_size: " +
-                        std::to_string(micro_batch) + "\n  steps: " + std::to_string(steps) +
-                        "\n  lr: 0.002\n  warmup_steps: 3\nlog:\n  every_steps: 1\n");
-    return path;
-  }
-
-  struct Run {
-    std::unique_ptr<Subprocess> coordinator, workers;
-  };
-
-  Run Start(const std::string& name, const std::string& config, uint32_t world, std::vector<std::string> worker_flags) {
-    Run run;
-    run.coordinator = std::make_unique<Subprocess>(
-        std::vector<std::string>{Coordinator(), "--config", config, "--world-size", std::to_string(world), "--bind",
-                                 "tcp://127.0.0.1:*", "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms",
-                                 "3000", "--prefetch", "4"},
-        work_ / (name + "-coordinator.log"));
-    std::vector<std::string> argv = {"/usr/bin/mpirun", "--allow-run-as-root", "-np", std::to_string(world),
-                                     "--bind-to", "none", Worker(), "--config", config};
-    argv.insert(argv.end(), worker_flags.begin(), worker_flags.end());
-    run.workers = std::make_unique<Subprocess>(argv, work_ / (name + "-workers.log"));
-    return run;
-  }
-
-  // Runs to completion; returns the final parameters rank 0 saved.
-  std::vector<float> Train(const std::string& name, uint32_t world, uint64_t micro_batch, uint64_t steps) {
-    const std::string params = work_ / (name + ".params");
-    Run run = Start(name, WriteRun(name, micro_batch, steps), world, {"--save-params", params, "--checksum-every", "5"});
-    const std::optional<int> workers = run.workers->Wait(180000);
-    const std::optional<int> coordinator = run.coordinator->Wait(10000);
-    EXPECT_EQ(workers, 0) << ReadLog(*run.workers);
-    EXPECT_EQ(coordinator, 0) << ReadLog(*run.coordinator);
-    return ReadFloats(params);
-  }
-
-  std::vector<Json> Ledger(const std::string& name) const {
-    CommandResult r = RunCommand(Coordinator() + " --dump-ledger " + (work_ / name) + " 2>/dev/null");
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return JsonLines(r.output);
-  }
-};
-
-TEST_F(DistributedTest, TwoRanksMatchOneRankWithTheWholeBatchAndRerunsAreBitIdentical) {
+TEST_F(PretrainRunTest, TwoRanksMatchOneRankWithTheWholeBatchAndRerunsAreBitIdentical) {
   constexpr uint64_t kSteps = 20;  // crosses an epoch boundary (~12 steps per epoch)
   const std::vector<float> one = Train("w1", 1, kGlobalBatch, kSteps);
   const std::vector<float> two = Train("w2", 2, kMicroBatch, kSteps);
@@ -156,7 +49,7 @@ TEST_F(DistributedTest, TwoRanksMatchOneRankWithTheWholeBatchAndRerunsAreBitIden
 }
 
 // The survivors of a dead peer must not hang in MPI_Allreduce.
-TEST_F(DistributedTest, AKilledWorkerIsDeclaredDeadAndTheOthersExitWithinTenSeconds) {
+TEST_F(PretrainRunTest, AKilledWorkerIsDeclaredDeadAndTheOthersExitWithinTenSeconds) {
   Run run = Start("kill", WriteRun("kill", kMicroBatch, 100000), 2, {});
   ASSERT_TRUE(WaitFor([&] { return CountLines(work_ / "kill/metrics.jsonl") >= 3; }, 120000))
       << ReadLog(*run.workers) << ReadLog(*run.coordinator);
@@ -180,7 +73,7 @@ TEST_F(DistributedTest, AKilledWorkerIsDeclaredDeadAndTheOthersExitWithinTenSeco
 
 // A hung worker (stopped: no heartbeats) is found by the coordinator, which
 // tells the other to abort: it leaves its all-reduce with kExitAborted.
-TEST_F(DistributedTest, AHungWorkerIsDeclaredDeadAndTheOtherAbortsWithItsCode) {
+TEST_F(PretrainRunTest, AHungWorkerIsDeclaredDeadAndTheOtherAbortsWithItsCode) {
   Run run = Start("hang", WriteRun("hang", kMicroBatch, 100000), 2, {});
   ASSERT_TRUE(WaitFor([&] { return CountLines(work_ / "hang/metrics.jsonl") >= 3; }, 120000))
       << ReadLog(*run.workers) << ReadLog(*run.coordinator);
