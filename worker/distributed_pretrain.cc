@@ -73,7 +73,10 @@ class DistributedLoop {
       if (reason != EndReason::kNone && reason != EndReason::kDone) {
         outcome.exit_code = ExitCodeFor(reason);
       } else {
-        outcome.exit_code = status.code() == Status::Code::kInvalidArgument ? kExitUsage : kExitError;
+        // Bad config or corrupt data: no retry can fix it (IsRetryableExit).
+        outcome.exit_code = status.code() == Status::Code::kInvalidArgument ? kExitUsage
+                            : status.code() == Status::Code::kCorruption    ? kExitBadData
+                                                                             : kExitError;
       }
     }
     return outcome;
