@@ -40,10 +40,11 @@ class Communicator {
   virtual Status AllReduce(void* data, size_t count, CommDataType type, CommReduceOp op) = 0;
 
   // The same sum over a large buffer, as consecutive buckets of at most
-  // bucket_bytes: all buckets are started before any is waited for, so the
-  // transfers of one overlap the reduction of the next where the backend
-  // can. Equal to AllReduce(kSum) up to the backend's summation order, which
-  // is fixed for a given world size (deterministic).
+  // bucket_bytes. MPI runs them one after the other (a blocking all-reduce
+  // per bucket measured ~1.5x faster than overlapping non-blocking ones with
+  // Open MPI 4.1 here); NCCL queues them all on its stream. Equal to
+  // AllReduce(kSum) up to the backend's summation order, which is fixed for
+  // a given world size (deterministic).
   virtual Status AllReduceBuckets(void* data, size_t count, CommDataType type, size_t bucket_bytes) = 0;
 
   // data (bytes) of `root` copied to every rank.

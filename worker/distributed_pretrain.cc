@@ -104,6 +104,7 @@ class DistributedLoop {
     BERT_RETURN_IF_ERROR(comm_->Barrier());
     double peak = MeasureGemmGflops(2048, 3);
     BERT_RETURN_IF_ERROR(comm_->AllReduce(&peak, 1, CommDataType::kFloat64, CommReduceOp::kSum));
+    peak_gflops_ = peak;
 
     ClientOptions client_options;
     if (options_.endpoint.empty()) {
@@ -149,7 +150,7 @@ class DistributedLoop {
     if (comm_->rank() == 0) {
       auto progress = PretrainProgress::Open(config_.run_dir, static_cast<int64_t>(run_.start_step),
                                              static_cast<int64_t>(run_.total_steps), config_.log.every_steps, peak,
-                                             tag_);
+                                             tag_, /*write_jsonl=*/false);  // the coordinator writes metrics.jsonl
       if (!progress.ok()) return progress.status();
       progress_ = std::move(progress).value();
       LOG(INFO) << tag_ << " " << model_->parameters().numel() << " parameters; world size " << comm_->world_size()
@@ -242,13 +243,20 @@ class DistributedLoop {
         micro.push_back(std::move(collated).value());
       }
       BERT_RETURN_IF_ERROR(comm_->AllReduce(counts, 2, CommDataType::kInt64, CommReduceOp::kSum));
+      // This rank's own work, without collectives (where a fast rank waits
+      // for a slow one): what tells a straggler apart. (On a GPU this times
+      // the launches unless the backend synchronizes.)
+      const Clock::time_point compute_start = Clock::now();
       for (const PretrainBatch& batch : micro) {
         trainer_->ForwardBackward(batch, LossWeights::ShareOf(batch, counts[0], counts[1]));
       }
+      double compute_seconds = SecondsSince(compute_start);
       FlatParameters& params = model_->parameters();
       BERT_RETURN_IF_ERROR(comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
                                                    CommDataType::kFloat32, options_.bucket_bytes));
+      const Clock::time_point update_start = Clock::now();
       StepMetrics metrics = trainer_->ApplyGradients();
+      compute_seconds += SecondsSince(update_start);
 
       // The step's figures over all ranks (each rank holds its share).
       double sums[6] = {metrics.loss, metrics.mlm_accuracy * static_cast<double>(metrics.num_masked),
@@ -258,9 +266,24 @@ class DistributedLoop {
       double slowest_wait = wait_seconds;
       BERT_RETURN_IF_ERROR(comm_->AllReduce(&slowest_wait, 1, CommDataType::kFloat64, CommReduceOp::kMax));
       const double step_seconds = SecondsSince(step_start);
+      // The step's figures (all ranks) ride on the Ack of its last micro-batch.
+      StepFigures figures;
+      figures.mlm_accuracy = sums[1] / static_cast<double>(std::max<int64_t>(1, counts[0]));
+      figures.nsp_accuracy = sums[2] / std::max(1.0, sums[5]);
+      figures.lr = metrics.lr;
+      figures.grad_norm = metrics.grad_norm;
+      figures.samples = static_cast<uint64_t>(sums[5]);
+      figures.tokens = static_cast<uint64_t>(sums[3]);
+      figures.masked = static_cast<uint64_t>(counts[0]);
+      figures.model_flops = sums[4];
+      figures.peak_flops = peak_gflops_ * 1e9;
+      figures.compute_ms = compute_seconds * 1e3;
+      figures.data_wait_ms = slowest_wait * 1e3;
       for (uint32_t m = 0; m < k; ++m) {
-        BERT_RETURN_IF_ERROR(client_->Ack(step, m, static_cast<float>(sums[0]), static_cast<float>(step_seconds * 1e3),
-                                          static_cast<float>(wait_seconds * 1e3 / k)));
+        const float loss = static_cast<float>(sums[0]), step_ms = static_cast<float>(step_seconds * 1e3),
+                    wait_ms = static_cast<float>(wait_seconds * 1e3 / k);
+        BERT_RETURN_IF_ERROR(m + 1 < k ? client_->Ack(step, m, loss, step_ms, wait_ms)
+                                       : client_->Ack(step, m, loss, step_ms, wait_ms, figures));
       }
       ++outcome->steps;
       outcome->final_loss = sums[0];
@@ -347,6 +370,7 @@ class DistributedLoop {
   std::unique_ptr<PretrainProgress> progress_;
   std::unique_ptr<CheckpointSaver> saver_;
   RunInfo run_;
+  double peak_gflops_ = 0;  // fp32 GEMM peak of all ranks together (for MFU)
 };
 
 }  // namespace

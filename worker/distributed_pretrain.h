@@ -12,8 +12,11 @@
 //   4. all-reduce (sum) the flat gradient buffer in buckets
 //      (Communicator::AllReduceBuckets);
 //   5. clip and update: identical on every rank, as the inputs are;
-//   6. acknowledge the micro-batches; rank 0 logs the step's figures, summed
-//      over ranks (pretrain_progress.h);
+//   6. acknowledge the micro-batches, the last one with the step's figures
+//      over all ranks (loss, accuracies, lr, counts, FLOPs, this rank's
+//      compute time), which the coordinator turns into /status, /metrics
+//      and RUN_DIR/metrics.jsonl; rank 0 also logs a progress line
+//      (pretrain_progress.h);
 //   7. every checksum_every steps, all ranks compare a checksum of their
 //      parameters and fail loudly if any differs.
 // When the coordinator orders an abort (a peer died) or goes silent, the

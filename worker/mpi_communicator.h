@@ -1,5 +1,5 @@
 // The MPI backend of Communicator (communicator.h): CPU buffers, Open MPI's
-// MPI_Allreduce / MPI_Iallreduce. Also what every worker starts with: the
+// MPI_Allreduce. Also what every worker starts with: the
 // process's rank and world size come from MPI (mpirun, or srun --mpi=pmix),
 // and the NCCL backend is bootstrapped over it.
 //

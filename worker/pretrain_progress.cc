@@ -13,13 +13,16 @@ namespace bert {
 
 Result<std::unique_ptr<PretrainProgress>> PretrainProgress::Open(const std::string& run_dir, int64_t first_step,
                                                                  int64_t total_steps, int every_steps,
-                                                                 double peak_gflops, const std::string& tag) {
+                                                                 double peak_gflops, const std::string& tag,
+                                                                 bool write_jsonl) {
   std::unique_ptr<PretrainProgress> progress(new PretrainProgress());
-  std::error_code ec;
-  std::filesystem::create_directories(run_dir, ec);
-  if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
-  progress->metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
-  if (!progress->metrics_) return Status::IoError(run_dir + "/metrics.jsonl: cannot open for writing");
+  if (write_jsonl) {
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir, ec);
+    if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
+    progress->metrics_.open(run_dir + "/metrics.jsonl", std::ios::app);
+    if (!progress->metrics_) return Status::IoError(run_dir + "/metrics.jsonl: cannot open for writing");
+  }
   progress->tag_ = tag;
   progress->first_step_ = first_step;
   progress->total_steps_ = total_steps;
@@ -81,8 +84,10 @@ void PretrainProgress::Log(int64_t step_done) {
                            {"mfu", s.mfu},
                            {"data_wait_fraction", s.data_wait_fraction},
                            {"elapsed_s", elapsed}};
-  metrics_ << record.dump() << "\n";
-  metrics_.flush();
+  if (metrics_.is_open()) {
+    metrics_ << record.dump() << "\n";
+    metrics_.flush();
+  }
   last_ = s;
   window_ = StepRecord();
   window_steps_ = 0;

@@ -1,8 +1,9 @@
 // Progress of a pretraining run, for the single-process and the distributed
 // loops alike: every log.every_steps steps (and at the last) one line with
 // loss, MLM and NSP accuracy, lr, samples/s, tokens/s, MFU, data-wait
-// fraction and an ETA, to the log and as one JSON object per line to
-// RUN_DIR/metrics.jsonl. The figures are of the whole step (all ranks):
+// fraction and an ETA, to the log and (single-process runs) as one JSON
+// object per line to RUN_DIR/metrics.jsonl; in distributed runs the
+// coordinator writes that file (coordinator/status_board.h). The figures are of the whole step (all ranks):
 // the distributed loop sums each rank's share first.
 //
 // MFU is model FLOPs (flops.h) per second over the fp32 GEMM peak of all
@@ -39,11 +40,13 @@ struct ProgressSummary {
 
 class PretrainProgress {
  public:
-  // Appends to RUN_DIR/metrics.jsonl (created). first_step: steps already
-  // done before this process started (a resumed run).
+  // Appends to RUN_DIR/metrics.jsonl (created) when write_jsonl; logs only
+  // otherwise (a distributed run, where the coordinator writes that file).
+  // first_step: steps already done before this process started (a resumed run).
   static Result<std::unique_ptr<PretrainProgress>> Open(const std::string& run_dir, int64_t first_step,
                                                         int64_t total_steps, int every_steps,
-                                                        double peak_gflops, const std::string& tag);
+                                                        double peak_gflops, const std::string& tag,
+                                                        bool write_jsonl = true);
   // `step_done`: optimizer steps completed including this one.
   void Add(int64_t step_done, const StepRecord& record);
   // Of the last logged window.
