@@ -1,0 +1,622 @@
+// bertctl pretrain: one pretraining run on this machine. Freezes the
+// resolved config into the run directory, starts bert-coordinator, waits for
+// the endpoint it bound, launches the workers with mpirun, and supervises
+// both until they end: a failure on one side gives the other a grace period
+// to exit by itself (with a code that says what it saw), then SIGTERM, then
+// SIGKILL. Ctrl-C only sets a flag; the loop forwards SIGTERM.
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "cli/command.h"
+#include "common/file_util.h"
+#include "common/logging.h"
+#include "common/process.h"
+#include "common/run_config.h"
+#include "datapipe/dispatch_plan.h"
+
+namespace bert::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// ExitCode of common/protocol.h, which the coordinator and the workers exit
+// with; repeated here because that header needs the generated protobuf code,
+// which bertctl does not link. Keep the two in step.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitError = 1,
+  kExitUsage = 2,
+  kExitAborted = 3,
+  kExitCoordinatorLost = 4,
+  kExitRegistration = 5,
+  kExitInterrupted = 6,
+  kExitBadData = 7,
+};
+constexpr uint32_t kMaxWorldSize = 65536;  // as in common/protocol.h
+
+constexpr int kStopGraceMs = 10000;  // after SIGTERM, before SIGKILL
+// One side failed: the other normally notices within the heartbeat timeout
+// (3 s by default) and exits by itself with a code that tells what it saw.
+constexpr int kAfterFailureGraceMs = 5000;
+// The coordinator finished (sent Done): workers finish their last step.
+constexpr int kAfterCoordinatorDoneGraceMs = 60000;
+// The workers finished first: the coordinator exits right after its Done.
+constexpr int kAfterWorkersDoneGraceMs = 10000;
+
+struct PretrainArgs {
+  std::string config_path;
+  uint32_t workers = 1;
+  std::string name;                        // also the run dir runs/NAME
+  int64_t steps = 0;                       // 0: the config's train.steps
+  std::string bind = "tcp://127.0.0.1:*";  // the coordinator's endpoint
+  std::string mpirun_args;                 // extra mpirun flags, split on whitespace
+  std::string coordinator_args;            // extra bert-coordinator flags, split on whitespace
+  bool show_coordinator = false;           // echo the coordinator's output here as well
+  int max_restarts = 3;                    // relaunches after a retryable failure
+  double restart_backoff_s = 2;            // first wait before a relaunch; doubles, at most 60 s
+};
+
+// Counts SIGINT/SIGTERM/SIGHUP; the supervision loop acts on it.
+std::atomic<int> g_signal_count{0};
+void OnSignal(int) { g_signal_count.fetch_add(1); }
+
+void InstallSignalHandlers() {
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+  struct sigaction previous = {};
+  ::sigaction(SIGHUP, nullptr, &previous);
+  if (previous.sa_handler != SIG_IGN) ::sigaction(SIGHUP, &action, nullptr);  // respect nohup
+  ::signal(SIGPIPE, SIG_IGN);  // a closed terminal must not kill the supervisor
+}
+
+std::vector<std::string> SplitWords(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> words;
+  for (std::string word; in >> word;) words.push_back(word);
+  return words;
+}
+
+std::string Join(const std::vector<std::string>& words) {
+  std::string line;
+  for (const std::string& word : words) line += (line.empty() ? "" : " ") + word;
+  return line;
+}
+
+std::string Absolute(const std::string& path) {
+  return path.empty() ? path : fs::absolute(path).lexically_normal().string();
+}
+
+// The run config with the command's overrides, every path absolute (the
+// frozen copy is read from the run directory by every process), checked
+// against the world size.
+Result<RunConfig> ResolveConfig(const PretrainArgs& args) {
+  if (!args.name.empty() && (args.name.find('/') != std::string::npos || args.name == "." || args.name == "..")) {
+    return Status::InvalidArgument("--name: must be a name without '/', got '" + args.name + "'");
+  }
+  Result<RunConfig> loaded = LoadRunConfig(args.config_path);
+  if (!loaded.ok()) return Status::InvalidArgument(loaded.status().message());
+  RunConfig config = std::move(loaded).value();
+  if (!args.name.empty()) {
+    config.name = args.name;
+    config.run_dir = "runs/" + args.name;
+  }
+  if (args.steps > 0) {
+    config.train.steps = args.steps;
+    config.train.warmup_steps = std::min(config.train.warmup_steps, args.steps);
+  }
+  config.run_dir = Absolute(config.run_dir);
+  config.model = Absolute(config.model);
+  config.vocab = Absolute(config.vocab);
+  for (std::string& db : config.data.db) db = Absolute(db);
+  Status valid = config.Validate();
+  if (!valid.ok()) return Status::InvalidArgument(args.config_path + ": " + valid.message());
+  Result<DispatchGeometry> geometry =
+      DispatchGeometry::Make(config.train.global_batch_size, args.workers, config.train.micro_batch_size);
+  if (!geometry.ok()) {
+    return Status::InvalidArgument(args.config_path + " with --workers " + std::to_string(args.workers) + ": " +
+                                   geometry.status().message());
+  }
+  return config;
+}
+
+// bert-coordinator / bert-worker: $ENV_VAR if set, else next to bertctl.
+Result<std::string> LocateBinary(const std::string& name, const char* env_var) {
+  const char* from_env = std::getenv(env_var);
+  std::string path;
+  if (from_env != nullptr && *from_env != '\0') {
+    path = from_env;
+  } else {
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    path = (ec ? fs::path(".") : self.parent_path()) / name;
+  }
+  std::optional<std::string> found = FindExecutable(path);
+  if (!found) {
+    return Status::NotFound(name + ": no executable at " + path +
+                            (from_env != nullptr && *from_env != '\0' ? std::string(" ($") + env_var + ")"
+                                                                       : std::string(" (build it, or set $") +
+                                                                             env_var + ")"));
+  }
+  return Absolute(*found);
+}
+
+std::string ReadTrimmed(const std::string& path) {
+  std::ifstream in(path);
+  std::string value;
+  std::getline(in, value);
+  return value;
+}
+
+// Cores this process may use, hyperthreads of a core counted once: Open
+// MPI's default number of slots, beyond which mpirun refuses to start
+// without --oversubscribe.
+int UsableCores() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  std::set<std::pair<std::string, std::string>> cores;  // (package, core)
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    const std::string topology = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::string core = ReadTrimmed(topology + "core_id");
+    if (core.empty()) core = "cpu" + std::to_string(cpu);
+    cores.insert({ReadTrimmed(topology + "physical_package_id"), core});
+  }
+  return std::max<int>(1, static_cast<int>(cores.size()));
+}
+
+// Creates the run directory and freezes the config into RUN_DIR/config.yaml.
+// Returns true when it was already there with the same content (a resume).
+Result<bool> FreezeConfig(const RunConfig& config) {
+  std::error_code ec;
+  fs::create_directories(config.run_dir + "/coordinator", ec);
+  if (ec) return Status::IoError("cannot create " + config.run_dir + "/coordinator: " + ec.message());
+  const std::string path = config.run_dir + "/config.yaml";
+  const std::string yaml = config.ToYaml();
+  if (fs::exists(path)) {
+    Result<std::string> frozen = ReadFile(path);
+    if (!frozen.ok()) return frozen.status();
+    if (*frozen != yaml) {
+      return Status::FailedPrecondition(path + " holds a different config (the run was started with other settings): "
+                                        "pick another --name, or remove " + config.run_dir + " to start over");
+    }
+    return true;
+  }
+  BERT_RETURN_IF_ERROR(WriteFileAtomic(path, yaml));
+  return false;
+}
+
+// An exclusive flock on RUN_DIR/pretrain.lock: one launcher per run.
+class RunLock {
+ public:
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status Acquire(const std::string& run_dir) {
+    const std::string path = run_dir + "/pretrain.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      return Status::FailedPrecondition("another bertctl pretrain is running this run (" + path +
+                                        " is locked): pick another --name");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Appends a marker so each start's output can be told apart; returns the
+// file's size after it (where this start's output begins).
+uint64_t MarkSession(const std::string& log_path) {
+  const std::time_t now = std::time(nullptr);
+  char when[64];
+  std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+  std::ofstream(log_path, std::ios::app) << "==== bertctl pretrain " << when << " (pid " << ::getpid() << ")\n";
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(log_path, ec);
+  return ec ? 0 : size;
+}
+
+// The last glog ERROR/FATAL line written after `offset`, without its prefix.
+std::string LastErrorLine(const std::string& log_path, uint64_t offset) {
+  Result<std::string> text = ReadFile(log_path);
+  if (!text.ok() || text->size() < offset) return "";
+  std::istringstream in(text->substr(offset));
+  std::string last;
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > 1 && (line[0] == 'E' || line[0] == 'F') && std::isdigit(static_cast<unsigned char>(line[1]))) {
+      const size_t body = line.find("] ");
+      last = body == std::string::npos ? line : line.substr(body + 2);
+    }
+  }
+  return last;
+}
+
+// One supervised process and when it is to get SIGTERM, then SIGKILL.
+struct Child {
+  Child(std::string label_in, std::string log_path_in)
+      : label(std::move(label_in)), log_path(std::move(log_path_in)) {}
+
+  std::string label;
+  std::string log_path;
+  uint64_t log_offset = 0;
+  std::unique_ptr<Process> process;
+  std::optional<Clock::time_point> term_at, kill_at;
+  bool stopped = false;  // got SIGTERM from us: its exit code tells little
+  std::string stop_reason;
+
+  bool running() { return process != nullptr && !process->Poll().has_value(); }
+  std::optional<int> exit_code() const { return process ? process->exit_code() : std::nullopt; }
+
+  // Schedules SIGTERM in grace_ms (or sooner, if already scheduled);
+  // `why` is logged if the grace runs out.
+  void StopAfter(int grace_ms, const std::string& why) {
+    if (!running()) return;
+    const Clock::time_point at = Clock::now() + std::chrono::milliseconds(grace_ms);
+    if (!term_at) stop_reason = why;
+    if (!term_at || at < *term_at) term_at = at;
+  }
+  void KillNow() {
+    if (running()) process->Kill();
+  }
+  void Tick(Clock::time_point now) {
+    if (!running()) return;
+    if (term_at && now >= *term_at && !kill_at) {
+      if (!stop_reason.empty()) {
+        LOG(WARNING) << "[pretrain] " << stop_reason << ": stopping the " << label << " (SIGTERM)";
+      }
+      process->Signal(SIGTERM);
+      stopped = true;
+      kill_at = now + std::chrono::milliseconds(kStopGraceMs);
+    } else if (kill_at && now >= *kill_at) {
+      LOG(WARNING) << "[pretrain] the " << label << " did not stop within " << kStopGraceMs / 1000
+                   << " s of SIGTERM: killing it";
+      process->Kill();
+    }
+  }
+};
+
+Result<std::unique_ptr<Process>> StartLogged(std::vector<std::string> argv, Child* child, bool echo) {
+  child->log_offset = MarkSession(child->log_path);
+  LOG(INFO) << "[pretrain] " << child->label << ": " << Join(argv);
+  ProcessOptions options;
+  options.argv = std::move(argv);
+  options.log_path = child->log_path;
+  options.echo_fd = echo ? STDERR_FILENO : -1;
+  options.stop_with_parent = true;  // a killed bertctl takes its run down (started from the main thread)
+  return Process::Start(options);
+}
+
+// mpirun [--allow-run-as-root] -np N --bind-to none [--oversubscribe] [EXTRA]
+//   bert-worker --config RUN_DIR/config.yaml --coordinator ENDPOINT
+std::vector<std::string> MpirunArgv(const std::string& mpirun, const std::string& worker_bin,
+                                    const std::string& config_path, const std::string& endpoint,
+                                    const PretrainArgs& args) {
+  std::vector<std::string> argv = {mpirun};
+  if (::geteuid() == 0) argv.push_back("--allow-run-as-root");  // Open MPI refuses root otherwise
+  argv.insert(argv.end(), {"-np", std::to_string(args.workers), "--bind-to", "none"});
+  if (static_cast<int64_t>(args.workers) > UsableCores()) argv.push_back("--oversubscribe");
+  for (std::string& word : SplitWords(args.mpirun_args)) argv.push_back(std::move(word));
+  argv.insert(argv.end(), {worker_bin, "--config", config_path, "--coordinator", endpoint});
+  return argv;
+}
+
+// Waits for RUN_DIR/coordinator/endpoint; "" if the coordinator exited or we
+// were interrupted first.
+std::string WaitForEndpoint(Child& coordinator, const std::string& path) {
+  while (g_signal_count.load() == 0 && coordinator.running()) {
+    Result<std::string> text = ReadFile(path);
+    if (text.ok() && !text->empty() && text->back() == '\n') return text->substr(0, text->size() - 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "";
+}
+
+// Runs until both processes are gone. Returns true if interrupted.
+bool Supervise(Child& coordinator, Child& workers) {
+  int signals_seen = 0;
+  bool interrupted = false;
+  while (coordinator.running() || workers.running()) {
+    const int signals = g_signal_count.load();
+    if (signals > signals_seen) {
+      if (signals_seen == 0) {
+        LOG(WARNING) << "[pretrain] interrupted: stopping the coordinator and the workers (SIGTERM, SIGKILL after "
+                     << kStopGraceMs / 1000 << " s; interrupt again to kill them now)";
+      }
+      signals_seen = signals;
+      interrupted = true;
+      for (Child* child : {&coordinator, &workers}) {
+        if (signals > 1) child->KillNow();
+        child->StopAfter(0, "");
+      }
+    }
+    const std::optional<int> coordinator_code = coordinator.exit_code(), workers_code = workers.exit_code();
+    if (coordinator_code) {
+      workers.StopAfter(*coordinator_code == 0 ? kAfterCoordinatorDoneGraceMs : kAfterFailureGraceMs,
+                        "the coordinator exited " + std::to_string(*coordinator_code) +
+                            " and the workers are still running");
+    }
+    if (workers_code) {
+      coordinator.StopAfter(*workers_code == 0 ? kAfterWorkersDoneGraceMs : kAfterFailureGraceMs,
+                            "the workers (mpirun) exited " + std::to_string(*workers_code) +
+                                " and the coordinator is still running");
+    }
+    const Clock::time_point now = Clock::now();
+    coordinator.Tick(now);
+    workers.Tick(now);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return interrupted;
+}
+
+// Ranks can outlive mpirun by a moment (it may exit as soon as one rank
+// failed); as their subreaper we wait for them, so that nothing of the run
+// is left when bertctl exits.
+void WaitForLeftovers() {
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {  // those already gone
+  }
+  const size_t left = DescendantPids(::getpid()).size();
+  if (left == 0) return;
+  LOG(INFO) << "[pretrain] waiting up to " << kStopGraceMs / 1000 << " s for " << left
+            << " leftover process(es) of the workers to exit";
+  const int killed = ReapChildren(kStopGraceMs);
+  if (killed > 0) LOG(WARNING) << "[pretrain] killed " << killed << " leftover process(es)";
+}
+
+// What an exit code means; "" when it says nothing more than "failed".
+// mpirun exits with the code of the first rank that failed.
+std::string Meaning(int code, bool coordinator) {
+  if (code > 128) return "killed by signal " + std::to_string(code - 128);
+  switch (code) {
+    case kExitOk: return "done";
+    case kExitUsage: return "bad flag or config";
+    case kExitAborted:
+      return coordinator ? "a worker died; the others were told to abort" : "the coordinator ordered an abort";
+    case kExitCoordinatorLost: return coordinator ? "" : "a worker lost the coordinator";
+    case kExitRegistration:
+      return coordinator ? "not every rank registered in time" : "a worker's registration was refused";
+    case kExitInterrupted: return "interrupted";
+    case kExitBadData: return "a corrupt corpus or checkpoint";
+    default: return "";
+  }
+}
+
+std::string Describe(const Child& child, bool coordinator) {
+  if (!child.process) return child.label + " not started";
+  const int code = *child.exit_code();
+  if (child.stopped) return child.label + " stopped by bertctl (exit " + std::to_string(code) + ")";
+  std::string details = Meaning(code, coordinator);
+  if (code != 0) details += (details.empty() ? "see " : "; see ") + child.log_path;
+  return child.label + " exited " + std::to_string(code) + (details.empty() ? "" : " (" + details + ")");
+}
+
+// One summary line; the exit code of the command.
+int Report(const Child& coordinator, const Child& workers, bool interrupted, double seconds,
+           const std::string& run_dir) {
+  const std::string elapsed = FormatDuration(seconds);
+  const std::optional<int> coordinator_code = coordinator.exit_code(), workers_code = workers.exit_code();
+  const std::string summary = Describe(coordinator, true) + "; " + Describe(workers, false);
+  if (interrupted) {
+    LOG(WARNING) << "[pretrain] interrupted after " << elapsed << ": " << summary;
+    return kExitInterrupted;
+  }
+  if (coordinator_code == 0 && workers_code == 0) {
+    LOG(INFO) << "[pretrain] run complete in " << elapsed << "; see " << run_dir;
+    return kExitOk;
+  }
+  LOG(ERROR) << "[pretrain] failed after " << elapsed << ": " << summary;
+  if (coordinator_code.value_or(0) != 0 && !coordinator.stopped) {
+    const std::string error = LastErrorLine(coordinator.log_path, coordinator.log_offset);
+    if (!error.empty()) LOG(ERROR) << "[pretrain] the coordinator's last error: " << error;
+  }
+  const int code = coordinator_code.value_or(kExitError);
+  const bool telling =
+      code == kExitUsage || code == kExitAborted || code == kExitRegistration || code == kExitBadData;
+  return telling && !coordinator.stopped ? code : kExitError;
+}
+
+// A failure worth a relaunch from the latest checkpoint: a dead or killed
+// process, a lost peer. Not a bad flag or config (2) or corrupt data (7):
+// those fail the same way again.
+bool Retryable(const Child& coordinator, const Child& workers) {
+  const std::optional<int> c = coordinator.exit_code(), w = workers.exit_code();
+  if (!c) return false;                              // the coordinator never started
+  if (*c == 0 && w.value_or(0) == 0) return false;   // complete
+  auto fatal = [](const Child& child) {
+    const std::optional<int> code = child.exit_code();
+    return code && !child.stopped && (*code == kExitUsage || *code == kExitBadData);
+  };
+  return !fatal(coordinator) && !fatal(workers);
+}
+
+// RUN_DIR/launch.json: how the run was launched, for `bertctl resume`.
+Status WriteLaunchRecord(const std::string& run_dir, const PretrainArgs& args) {
+  std::ostringstream json;
+  json << "{\"workers\": " << args.workers << ", \"bind\": \"" << args.bind << "\", \"max_restarts\": "
+       << args.max_restarts << "}\n";
+  return WriteFileAtomic(run_dir + "/launch.json", json.str());
+}
+
+// Starts the coordinator and the workers of one generation and supervises
+// them until both are gone. Returns true if interrupted.
+bool RunOnce(const PretrainArgs& args, const std::string& coordinator_bin, const std::string& worker_bin,
+             const std::string& mpirun, const std::string& config_path, const std::string& endpoint_path,
+             uint64_t generation, Child* coordinator, Child* workers) {
+  std::vector<std::string> coordinator_argv = {coordinator_bin, "--config", config_path, "--run-dir",
+                                               fs::path(config_path).parent_path().string(), "--world-size",
+                                               std::to_string(args.workers), "--bind", args.bind};
+  for (std::string& word : SplitWords(args.coordinator_args)) coordinator_argv.push_back(std::move(word));
+  Result<std::unique_ptr<Process>> started = StartLogged(coordinator_argv, coordinator, args.show_coordinator);
+  if (!started.ok()) {
+    LOG(ERROR) << "[pretrain] " << started.status().message();
+    return false;
+  }
+  coordinator->process = std::move(started).value();
+  const std::string endpoint = WaitForEndpoint(*coordinator, endpoint_path);
+  if (!endpoint.empty()) {
+    LOG(INFO) << "[pretrain] coordinator (pid " << coordinator->process->pid() << ") serving on " << endpoint
+              << "; log " << coordinator->log_path;
+    std::vector<std::string> argv = MpirunArgv(mpirun, worker_bin, config_path, endpoint, args);
+    argv.insert(argv.end(), {"--generation", std::to_string(generation)});
+    started = StartLogged(argv, workers, /*echo=*/true);
+    if (started.ok()) {
+      workers->process = std::move(started).value();
+      LOG(INFO) << "[pretrain] workers: " << args.workers << " ranks under mpirun (pid " << workers->process->pid()
+                << ", generation " << generation << "); output here and in " << workers->log_path;
+    } else {
+      LOG(ERROR) << "[pretrain] " << started.status().message();
+      coordinator->StopAfter(0, "");
+    }
+  }
+  const bool interrupted = Supervise(*coordinator, *workers);
+  WaitForLeftovers();
+  return interrupted;
+}
+
+int Fail(const Status& status) {
+  LOG(ERROR) << "[pretrain] " << status.message();
+  return status.code() == Status::Code::kInvalidArgument || status.code() == Status::Code::kFailedPrecondition
+             ? kExitUsage
+             : kExitError;
+}
+
+int RunPretrain(const PretrainArgs& args) {
+  const Clock::time_point start = Clock::now();
+  Result<RunConfig> config = ResolveConfig(args);
+  if (!config.ok()) return Fail(config.status());
+  Result<std::string> coordinator_bin = LocateBinary("bert-coordinator", "BERT_COORDINATOR_BIN");
+  if (!coordinator_bin.ok()) return Fail(coordinator_bin.status());
+  Result<std::string> worker_bin = LocateBinary("bert-worker", "BERT_WORKER_BIN");
+  if (!worker_bin.ok()) return Fail(worker_bin.status());
+  const std::optional<std::string> mpirun = FindExecutable("mpirun");
+  if (!mpirun) {
+    return Fail(Status::NotFound("mpirun not found on PATH: install Open MPI (apt-get install openmpi-bin, "
+                                 "or run scripts/setup.sh)"));
+  }
+  const std::string& run_dir = config->run_dir;
+  Result<bool> resumed = FreezeConfig(*config);
+  if (!resumed.ok()) return Fail(resumed.status());
+  RunLock lock;
+  Status locked = lock.Acquire(run_dir);
+  if (!locked.ok()) return Fail(locked);
+  const std::string config_path = run_dir + "/config.yaml";
+  const std::string endpoint_path = run_dir + "/coordinator/endpoint";
+  std::error_code ec;
+  fs::remove(endpoint_path, ec);  // a stale one would point the workers at a dead port
+  LOG(INFO) << "[pretrain] run " << config->name << " in " << run_dir << " ("
+            << (*resumed ? "resuming: config unchanged" : "new") << "): " << args.workers << " workers, "
+            << config->train.steps << " steps of " << config->train.global_batch_size << " samples";
+  InstallSignalHandlers();
+  Status subreaper = BecomeSubreaper();  // ranks outliving mpirun come back to us
+  if (!subreaper.ok()) LOG(WARNING) << "[pretrain] " << subreaper.message();
+
+  Status recorded = WriteLaunchRecord(run_dir, args);
+  if (!recorded.ok()) LOG(WARNING) << "[pretrain] " << recorded.message();
+  double backoff_s = args.restart_backoff_s;
+  for (uint64_t generation = 0;; ++generation) {
+    Child coordinator("coordinator", run_dir + "/coordinator/coordinator.log");
+    Child workers("workers (mpirun)", run_dir + "/workers.log");
+    const bool interrupted =
+        RunOnce(args, *coordinator_bin, *worker_bin, *mpirun, config_path, endpoint_path, generation, &coordinator,
+                &workers);
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (interrupted || !Retryable(coordinator, workers) || generation >= static_cast<uint64_t>(args.max_restarts)) {
+      if (!interrupted && generation >= static_cast<uint64_t>(args.max_restarts) && Retryable(coordinator, workers) &&
+          args.max_restarts > 0) {
+        LOG(ERROR) << "[pretrain] giving up after " << args.max_restarts << " restart(s) (--max-restarts)";
+      }
+      return Report(coordinator, workers, interrupted, seconds, run_dir);
+    }
+    const std::string latest = ReadTrimmed(run_dir + "/checkpoints/latest");
+    LOG(WARNING) << "[pretrain] " << Describe(coordinator, true) << "; " << Describe(workers, false)
+                 << ". Restart " << generation + 1 << " of " << args.max_restarts << " in " << backoff_s
+                 << " s, from " << (latest.empty() ? std::string("the start (no checkpoint yet)") : latest);
+    const Clock::time_point resume_at =
+        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(backoff_s * 1000));
+    while (Clock::now() < resume_at && g_signal_count.load() == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (g_signal_count.load() > 0) return Report(coordinator, workers, true, seconds, run_dir);
+    backoff_s = std::min(60.0, backoff_s * 2);
+    std::error_code ignored;
+    fs::remove(endpoint_path, ignored);
+  }
+}
+
+std::function<int()> SetupPretrain(CLI::App& app) {
+  auto args = std::make_shared<PretrainArgs>();
+  CLI::App* cmd = app.add_subcommand("pretrain", "Pretrain on this machine: the coordinator and N workers (mpirun)");
+  cmd->footer(
+      "Freezes the resolved config (absolute paths) into RUN_DIR/config.yaml, starts bert-coordinator, waits\n"
+      "for the endpoint it bound, then runs `mpirun -np N bert-worker --config RUN_DIR/config.yaml\n"
+      "--coordinator ENDPOINT` and supervises both. When one side fails the other gets a few seconds to exit\n"
+      "by itself, then SIGTERM, then SIGKILL. Ctrl-C stops both (SIGTERM, SIGKILL after 10 s; twice: at once).\n"
+      "\n"
+      "Example: bertctl pretrain --config configs/runs/tiny.yaml --workers 2 --name tiny-2w --steps 100\n"
+      "\n"
+      "RUN_DIR is the config's run_dir (default runs/NAME); --name NAME sets the name and RUN_DIR=runs/NAME,\n"
+      "relative to the current directory. The same command again resumes the run (the coordinator's ledger\n"
+      "continues from its cursor); a RUN_DIR frozen with a different config is refused.\n"
+      "  RUN_DIR/config.yaml                  the resolved config, frozen at the first start\n"
+      "  RUN_DIR/coordinator/coordinator.log  coordinator output, appended per start (--show-coordinator: here too)\n"
+      "  RUN_DIR/coordinator/ledger/          dispatch ledger (RocksDB); endpoint, stats.json\n"
+      "  RUN_DIR/workers.log                  mpirun and worker output, appended per start (also shown here)\n"
+      "  RUN_DIR/checkpoints/, metrics.jsonl  written by the workers\n"
+      "  RUN_DIR/pretrain.lock                held by the one bertctl pretrain running the run\n"
+      "\n"
+      "Binaries: bert-coordinator and bert-worker next to bertctl, or $BERT_COORDINATOR_BIN and $BERT_WORKER_BIN;\n"
+      "mpirun (Open MPI: apt-get install openmpi-bin) from PATH. --mpirun-args and --coordinator-args are split\n"
+      "on whitespace (no quoting), e.g. --coordinator-args \"--register-timeout-ms 5000 --prefetch 8\".\n"
+      "\n"
+      "Exit codes: 0 run complete; 1 error, or the workers failed (the last line names who exited with what);\n"
+      "2 bad flag or config, or RUN_DIR taken by another config; 3 a worker died and the others were aborted;\n"
+      "5 not every rank registered in time; 6 interrupted; 7 a corrupt corpus or checkpoint.");
+  cmd->add_option("--config", args->config_path, "Run config (YAML), e.g. configs/runs/tiny.yaml")->required();
+  cmd->add_option("--workers", args->workers, "Worker processes (ranks)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, kMaxWorldSize));
+  cmd->add_option("--name", args->name, "Run name; the run directory becomes runs/NAME");
+  cmd->add_option("--steps", args->steps, "Optimizer steps (override train.steps; warmup clamped to it)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--bind", args->bind, "Coordinator endpoint; port * picks a free one")->capture_default_str();
+  cmd->add_option("--mpirun-args", args->mpirun_args, "Extra mpirun flags, e.g. \"-x OMP_NUM_THREADS=1\"");
+  cmd->add_option("--coordinator-args", args->coordinator_args,
+                  "Extra bert-coordinator flags, e.g. \"--heartbeat-timeout-ms 10000\"");
+  cmd->add_flag("--show-coordinator", args->show_coordinator, "Also show the coordinator's output here");
+  cmd->add_option("--max-restarts", args->max_restarts,
+                  "Relaunch coordinator and workers from the latest checkpoint after a retryable failure "
+                  "(a dead worker or coordinator) up to this many times")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  cmd->add_option("--restart-backoff-s", args->restart_backoff_s, "Wait before the first relaunch; doubles each time")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  return [args] { return RunPretrain(*args); };
+}
+
+}  // namespace
+
+BERT_REGISTER_COMMAND(SetupPretrain);
+
+}  // namespace bert::cli
