@@ -23,6 +23,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/command.h"
 #include "common/file_util.h"
 #include "common/logging.h"
@@ -615,8 +617,48 @@ std::function<int()> SetupPretrain(CLI::App& app) {
   return [args] { return RunPretrain(*args); };
 }
 
+// bertctl resume RUN_DIR: the run's frozen config, launched as it was
+// (RUN_DIR/launch.json: workers, bind, restarts); the coordinator resumes
+// from the latest good checkpoint.
+std::function<int()> SetupResume(CLI::App& app) {
+  auto run_dir = std::make_shared<std::string>();
+  auto workers = std::make_shared<uint32_t>(0);
+  CLI::App* cmd = app.add_subcommand("resume", "Resume a local run from its latest checkpoint");
+  cmd->footer(
+      "Relaunches RUN_DIR with its frozen config (RUN_DIR/config.yaml) and the launch settings recorded in\n"
+      "RUN_DIR/launch.json (workers, bind, max restarts). The coordinator continues from the latest good\n"
+      "checkpoint (a damaged newest one is skipped and named), the workers restore weights, optimizer, schedule\n"
+      "and RNG, and the data continues at the checkpoint's step. --workers N resumes with another world size\n"
+      "(the same global batches follow). Exit codes as for bertctl pretrain.\n"
+      "Example: bertctl resume runs/tiny");
+  cmd->add_option("RUN_DIR", *run_dir, "The run directory (holds config.yaml)")->required();
+  cmd->add_option("--workers", *workers, "Another number of workers than the run used")
+      ->check(CLI::Range(1u, kMaxWorldSize));
+  return [run_dir, workers] {
+    PretrainArgs args;
+    args.config_path = *run_dir + "/config.yaml";
+    if (!fs::exists(args.config_path)) {
+      return Fail(Status::NotFound(args.config_path + ": not a run directory (no frozen config); start runs with "
+                                   "bertctl pretrain"));
+    }
+    Result<std::string> launch = ReadFile(*run_dir + "/launch.json");
+    if (launch.ok()) {
+      const nlohmann::json j = nlohmann::json::parse(*launch, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded() || !j.is_object()) {
+        return Fail(Status::InvalidArgument(*run_dir + "/launch.json: not a JSON object"));
+      }
+      args.workers = j.value("workers", 1u);
+      args.bind = j.value("bind", args.bind);
+      args.max_restarts = j.value("max_restarts", args.max_restarts);
+    }
+    if (*workers > 0) args.workers = *workers;
+    return RunPretrain(args);
+  };
+}
+
 }  // namespace
 
 BERT_REGISTER_COMMAND(SetupPretrain);
+BERT_REGISTER_COMMAND(SetupResume);
 
 }  // namespace bert::cli

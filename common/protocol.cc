@@ -62,12 +62,47 @@ Reject ValidateRegister(const proto::Register& r, std::string* detail) {
   return Reject::kNone;
 }
 
+bool Fraction(float value) { return std::isfinite(value) && value >= 0 && value <= 1; }
+bool NonNegativeFinite(double value) { return std::isfinite(value) && value >= 0; }
+
+Reject ValidateFigures(const proto::StepFigures& f, std::string* detail) {
+  // Counts far beyond any real step are garbage (and would overflow sums).
+  constexpr uint64_t kMaxCount = uint64_t{1} << 48;
+  if (!Fraction(f.mlm_accuracy())) return Fail(Reject::kBadField, detail, "Ack.figures.mlm_accuracy: not in [0, 1]");
+  if (!Fraction(f.nsp_accuracy())) return Fail(Reject::kBadField, detail, "Ack.figures.nsp_accuracy: not in [0, 1]");
+  if (!NonNegativeFinite(f.lr())) return Fail(Reject::kBadField, detail, "Ack.figures.lr: must be finite and >= 0");
+  if (f.grad_norm() < 0) return Fail(Reject::kBadField, detail, "Ack.figures.grad_norm: negative");
+  if (f.samples() > kMaxCount || f.tokens() > kMaxCount || f.masked() > kMaxCount) {
+    return Fail(Reject::kBadField, detail, "Ack.figures: samples, tokens or masked over 2^48");
+  }
+  if (!NonNegativeFinite(f.model_flops())) {
+    return Fail(Reject::kBadField, detail, "Ack.figures.model_flops: must be finite and >= 0");
+  }
+  if (!NonNegativeFinite(f.peak_flops())) {
+    return Fail(Reject::kBadField, detail, "Ack.figures.peak_flops: must be finite and >= 0");
+  }
+  if (!NonNegativeFinite(f.compute_ms())) {
+    return Fail(Reject::kBadField, detail, "Ack.figures.compute_ms: must be finite and >= 0");
+  }
+  if (!NonNegativeFinite(f.data_wait_ms())) {
+    return Fail(Reject::kBadField, detail, "Ack.figures.data_wait_ms: must be finite and >= 0");
+  }
+  return Reject::kNone;
+}
+
 Reject ValidateAck(const proto::Ack& ack, std::string* detail) {
   if (!NonNegativeFinite(ack.step_time_ms())) {
     return Fail(Reject::kBadField, detail, "Ack.step_time_ms: must be finite and >= 0");
   }
   if (!NonNegativeFinite(ack.data_wait_ms())) {
     return Fail(Reject::kBadField, detail, "Ack.data_wait_ms: must be finite and >= 0");
+  }
+  return ack.has_figures() ? ValidateFigures(ack.figures(), detail) : Reject::kNone;
+}
+
+Reject ValidateWorkerHeartbeat(const proto::Heartbeat& heartbeat, std::string* detail) {
+  if (heartbeat.rss_bytes() >= uint64_t{1} << 50) {
+    return Fail(Reject::kBadField, detail, "Heartbeat.rss_bytes: 2^50 or more");
   }
   return Reject::kNone;
 }
@@ -203,7 +238,7 @@ Reject ValidateFromWorker(const proto::Envelope& envelope, std::string* detail) 
       return Reject::kNone;
     case proto::Envelope::kAck: return ValidateAck(envelope.ack(), detail);
     case proto::Envelope::kShardDurable: return ValidateShardDurable(envelope.shard_durable(), detail);
-    case proto::Envelope::kHeartbeat: return Reject::kNone;
+    case proto::Envelope::kHeartbeat: return ValidateWorkerHeartbeat(envelope.heartbeat(), detail);
     case proto::Envelope::BODY_NOT_SET: return Fail(Reject::kUnknownType, detail, "no message type");
     default:
       return Fail(Reject::kUnexpectedType, detail,

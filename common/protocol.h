@@ -20,8 +20,10 @@
 //                                          not yet credited back
 //   Credit{1}                           -> each time the worker takes a batch off its
 //                                          queue, so it holds P batches in steady state
-//   Ack{step, micro, metrics}           -> after training on it; recorded in the ledger
-//   Heartbeat                          <-> every heartbeat_interval_ms, both ways
+//   Ack{step, micro, metrics}           -> after training on it; recorded in the ledger;
+//                                          the last of a step carries StepFigures (monitoring)
+//   Heartbeat                          <-> every heartbeat_interval_ms, both ways (a worker's
+//                                          carries its last acked step and resident memory)
 //                                       <- Done          every step is acknowledged
 //                                       <- Abort{reason} a worker died / coordinator stops
 //

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 
 #include <glog/logging.h>
 #include <xxhash.h>
@@ -17,6 +18,14 @@ constexpr char kPipeEndpoint[] = "inproc://coordinator-client-outbox";
 std::string Hostname() {
   char name[256] = {0};
   return ::gethostname(name, sizeof(name) - 1) == 0 ? std::string(name) : std::string("?");
+}
+
+// Resident set size of this process from /proc/self/statm (0 if unknown).
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0, resident_pages = 0;
+  if (!(statm >> pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 std::string_view View(const zmq::message_t& m) { return std::string_view(static_cast<const char*>(m.data()), m.size()); }
@@ -167,6 +176,39 @@ Status CoordinatorClient::Ack(uint64_t step, uint32_t micro, float loss, float s
   return Status::Ok();
 }
 
+Status CoordinatorClient::Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms,
+                              const StepFigures& figures) {
+  proto::Envelope envelope = MakeEnvelope();
+  proto::Ack* ack = envelope.mutable_ack();
+  ack->set_step(step);
+  ack->set_micro(micro);
+  ack->set_loss(loss);
+  ack->set_step_time_ms(step_time_ms);
+  ack->set_data_wait_ms(data_wait_ms);
+  proto::StepFigures* f = ack->mutable_figures();
+  f->set_mlm_accuracy(static_cast<float>(figures.mlm_accuracy));
+  f->set_nsp_accuracy(static_cast<float>(figures.nsp_accuracy));
+  f->set_lr(figures.lr);
+  f->set_grad_norm(static_cast<float>(figures.grad_norm));
+  f->set_samples(figures.samples);
+  f->set_tokens(figures.tokens);
+  f->set_masked(figures.masked);
+  f->set_model_flops(figures.model_flops);
+  f->set_peak_flops(figures.peak_flops);
+  f->set_compute_ms(static_cast<float>(figures.compute_ms));
+  f->set_data_wait_ms(static_cast<float>(figures.data_wait_ms));
+  // The coordinator would drop the whole Ack for a bad figure, and the step
+  // would never complete: send it without them instead.
+  std::string detail;
+  if (ValidateFromWorker(envelope, &detail) != Reject::kNone) {
+    LOG_EVERY_N(WARNING, 100) << "[worker r" << options_.rank << "] step " << step << ": figures left out: " << detail;
+    ack->clear_figures();
+  }
+  Enqueue(envelope);
+  last_acked_step_ = step;
+  return Status::Ok();
+}
+
 Status CoordinatorClient::ReportShardDurable(const ShardReport& report) {
   if (report.rank_state_json.size() > kMaxRankStateBytes) {
     return Status::InvalidArgument("shard report: rank state over " + std::to_string(kMaxRankStateBytes) + " bytes");
@@ -253,6 +295,7 @@ void CoordinatorClient::IoLoop() {
       proto::Envelope heartbeat = MakeEnvelope();
       heartbeat.mutable_heartbeat()->set_sent_unix_ms(UnixMs());
       heartbeat.mutable_heartbeat()->set_step(last_acked_step_.load());
+      heartbeat.mutable_heartbeat()->set_rss_bytes(ResidentBytes());
       SendEnvelope(dealer_, "", heartbeat);
       last_sent_heartbeat_ms = now;
     }

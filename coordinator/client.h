@@ -17,7 +17,8 @@
 // takes, so `prefetch` batches stay in flight and a worker never waits on
 // data in steady state. The same thread sends a Heartbeat every interval
 // (even while the training thread is busy) and watches the coordinator's:
-// after heartbeat_timeout_ms of silence the coordinator is lost.
+// after heartbeat_timeout_ms of silence the coordinator is lost. Heartbeats
+// carry the last acked step and this process's resident memory.
 //
 // Abort: when the coordinator orders an abort (a peer died) or is lost, the
 // abort callback runs on the I/O thread (e.g. to abort NCCL collectives that
@@ -91,6 +92,20 @@ struct ShardReport {
   std::string rank_state_json;  // at most kMaxRankStateBytes
 };
 
+// The figures of a whole step that a worker reports with the Ack of the
+// step's last micro-batch (proto::StepFigures, whose comments give the
+// meaning and valid range of each field).
+struct StepFigures {
+  double mlm_accuracy = 0, nsp_accuracy = 0;  // [0, 1]
+  double lr = 0;
+  double grad_norm = 0;
+  uint64_t samples = 0, tokens = 0, masked = 0;  // of the step, all ranks
+  double model_flops = 0;                         // of the step, all ranks
+  double peak_flops = 0;                          // FLOP/s of all ranks together
+  double compute_ms = 0;                          // this rank, without collectives and data waits
+  double data_wait_ms = 0;                        // the slowest rank's, whole step
+};
+
 enum class EndReason {
   kNone,             // still running
   kDone,             // the coordinator reported the run complete
@@ -116,6 +131,11 @@ class CoordinatorClient {
   Result<std::optional<WorkerBatch>> NextBatch();
   // Reports a micro-batch as trained. Never blocks on the network.
   Status Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms);
+  // The same with the step's figures. Figures out of their range (e.g. an
+  // accuracy of NaN) are left out, with a warning, so that the Ack itself
+  // still counts.
+  Status Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms,
+             const StepFigures& figures);
   // Tells the coordinator a checkpoint shard is durable. Any thread; never
   // blocks on the network.
   Status ReportShardDurable(const ShardReport& report);

@@ -1,7 +1,10 @@
 // bert-coordinator: serves MLM/NSP batches to the workers of one run over
 // ZeroMQ and records every dispatch and acknowledgement in the run's ledger.
 // The protocol is in common/protocol.h; exit codes are ExitCode there.
+#include <chrono>
+#include <cmath>
 #include <csignal>
+#include <thread>
 #include <filesystem>
 #include <iostream>
 
@@ -16,6 +19,8 @@
 #include "coordinator/checkpoint_committer.h"
 #include "coordinator/ledger.h"
 #include "coordinator/server.h"
+#include "coordinator/status_board.h"
+#include "coordinator/status_http.h"
 
 namespace {
 
@@ -31,6 +36,10 @@ struct Args {
   uint64_t resident_mb = 8192;
   std::string dump_ledger;        // RUN_DIR: print the ledger and exit
   bool without_checkpoints = false;  // data-only consumers: resume from the ledger, no commits
+  std::string http_bind = "127.0.0.1:0";  // status HTTP (HOST:PORT, port 0: any free one; "off": none)
+  int http_linger_ms = 0;            // keep serving status this long after the run ended
+  double straggler_factor = 1.5;     // busy time over this x the median ...
+  int straggler_steps = 5;           // ... for this many steps in a row: a straggler
   bert::ServerOptions server;
 };
 
@@ -73,6 +82,15 @@ bert::Status CheckArgs(const Args& args) {
   if (s.builder.pad_to_multiple < 1 || s.builder.pad_to_multiple > 4096) {
     return bert::Status::InvalidArgument("--pad-to-multiple: must be in [1, 4096]");
   }
+  if (args.straggler_factor <= 1 || !std::isfinite(args.straggler_factor)) {
+    return bert::Status::InvalidArgument("--straggler-factor: must be a number above 1");
+  }
+  if (args.straggler_steps < 1) return bert::Status::InvalidArgument("--straggler-steps: must be >= 1");
+  if (args.http_linger_ms < 0) return bert::Status::InvalidArgument("--http-linger-ms: must be >= 0");
+  if (args.http_bind != "off") {
+    auto address = bert::ParseHttpBind(args.http_bind);
+    if (!address.ok()) return address.status();
+  }
   if (!args.run_id.empty() && !bert::IsPrintableField(args.run_id, bert::kMaxRunIdBytes)) {
     return bert::Status::InvalidArgument("--run-id: must be 1-128 printable ASCII characters");
   }
@@ -111,6 +129,18 @@ void AddOptions(CLI::App& app, Args* args) {
   app.add_flag("--without-checkpoints", args->without_checkpoints,
                "For data-only consumers (benchmarks, protocol tests): commit no checkpoints, end when every step is "
                "acknowledged, and resume a restarted run at the ledger's cursor instead of the latest checkpoint");
+  app.add_option("--http-bind", args->http_bind,
+                 "Status HTTP (/status, /metrics, / dashboard) on HOST:PORT; port 0 picks a free one, 'off' serves "
+                 "none. The URL is written to RUN_DIR/coordinator/http")
+      ->capture_default_str();
+  app.add_option("--http-linger-ms", args->http_linger_ms,
+                 "Keep serving the final status this long after the run ended (SIGINT/SIGTERM cut it short)")
+      ->capture_default_str();
+  app.add_option("--straggler-factor", args->straggler_factor,
+                 "A worker busy (compute + data wait) over this x the median of all workers ...")
+      ->capture_default_str();
+  app.add_option("--straggler-steps", args->straggler_steps, "... for this many steps in a row is a straggler")
+      ->capture_default_str();
   app.add_option("--dump-ledger", args->dump_ledger,
                  "Print the ledger of RUN_DIR as JSON lines (meta, epochs, batches) and exit");
 }
@@ -205,6 +235,37 @@ int Serve(Args& args) {
             << ", per rank and step " << geometry->micro_batches << " micro-batches of " << geometry->micro_batch_size
             << " samples; corpus " << data->index->num_documents() << " documents";
 
+  // Monitoring: the board sees what the server sees; the service serves it
+  // over HTTP and keeps RUN_DIR/coordinator/status.json current.
+  bert::StatusBoardOptions board_options;
+  board_options.run_id = options.run_id;
+  board_options.total_steps = options.total_steps;
+  board_options.start_step = (*ledger)->cursor();
+  board_options.world_size = geometry->world_size;
+  board_options.global_batch_size = geometry->global_batch_size;
+  board_options.checkpoints = !args.without_checkpoints;
+  board_options.checkpoint_every = options.checkpoint_every;
+  board_options.resumed_from = resume_checkpoint;
+  board_options.restarts = (*ledger)->meta().session > 0 ? (*ledger)->meta().session - 1 : 0;
+  board_options.log_every_steps = static_cast<int>(std::min<int64_t>(config->log.every_steps, 1 << 30));
+  board_options.metrics_path = run_dir + "/metrics.jsonl";  // this run's only writer in distributed runs
+  board_options.heartbeat_interval_ms = options.heartbeat_interval_ms;
+  board_options.heartbeat_timeout_ms = options.heartbeat_timeout_ms;
+  board_options.straggler_factor = args.straggler_factor;
+  board_options.straggler_steps = args.straggler_steps;
+  bert::StatusBoard board(board_options, bert::MonotonicMs());
+  bert::Status metrics_opened = board.OpenMetricsFile();
+  if (!metrics_opened.ok()) return Fail(metrics_opened);
+  options.board = &board;
+  bert::StatusService status(&board, run_dir + "/coordinator/status.json");
+  bert::Result<std::string> url = status.Start(args.http_bind == "off" ? "" : args.http_bind);
+  if (!url.ok()) return Fail(url.status());
+  if (!url->empty()) {
+    bert::Status written = bert::WriteFileAtomic(run_dir + "/coordinator/http", *url + "\n");
+    if (!written.ok()) return Fail(written);
+    LOG(INFO) << "[coord] status at " << *url << " (/status, /metrics; RUN_DIR/coordinator/http)";
+  }
+
   int exit_code;
   {
     bert::Server server(options, *data, *geometry, ledger->get());
@@ -218,7 +279,12 @@ int Serve(Args& args) {
     exit_code = server.Run();
     bert::Status stats = bert::WriteFileAtomic(run_dir + "/coordinator/stats.json", server.stats().ToJson() + "\n");
     if (!stats.ok()) LOG(WARNING) << "[coord] " << stats.message();
+    status.WriteStatusFile();
   }  // the server's destructor lingers until the final Done/Abort left
+  for (int waited = 0; waited < args.http_linger_ms && !g_stop.load(); waited += 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  status.Stop();
   return exit_code;
 }
 
@@ -231,6 +297,9 @@ int main(int argc, char** argv) {
   app.footer(
       "Example: bert-coordinator --config runs/demo.yaml --bind tcp://0.0.0.0:5555 --world-size 4\n"
       "The bound endpoint is written to RUN_DIR/coordinator/endpoint, final counters to stats.json.\n"
+      "Monitoring: the status URL (--http-bind) goes to RUN_DIR/coordinator/http, the status to\n"
+      "RUN_DIR/coordinator/status.json (every 2 s and at exit), one line per log.every_steps steps to\n"
+      "RUN_DIR/metrics.jsonl; `bertctl status RUN_DIR` shows them.\n"
       "A restarted coordinator resumes from the ledger's cursor (the first step not acknowledged by all ranks).\n"
       "Exit codes: 0 run complete, 1 error, 2 bad flag/config, 3 a worker died (the others were told to abort),\n"
       "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM), 7 damaged checkpoints only.\n"

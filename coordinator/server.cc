@@ -122,11 +122,15 @@ void Server::HandleMessage(zmq::message_t* parts, size_t num_parts, size_t dropp
   const std::optional<uint32_t> rank = registry_.RankOf(identity);
   if (!rank) return CountReject(Reject::kUnregisteredPeer, identity, "message before a successful Register");
   registry_.Touch(*rank, MonotonicMs());
+  if (options_.board) options_.board->OnSeen(*rank, MonotonicMs());
   switch (envelope.body_case()) {
     case proto::Envelope::kCredit: return HandleCredit(*rank, envelope.credit());
     case proto::Envelope::kAck: return HandleAck(*rank, envelope.ack());
     case proto::Envelope::kShardDurable: return HandleShardDurable(*rank, envelope.shard_durable());
-    default: return;  // a Heartbeat: Touch() was its purpose
+    case proto::Envelope::kHeartbeat:
+      if (options_.board) options_.board->OnHeartbeat(*rank, envelope.heartbeat());
+      return;  // otherwise Touch() was its purpose
+    default: return;
   }
 }
 
@@ -167,6 +171,7 @@ void Server::HandleRegister(const std::string& identity, const proto::Register& 
   SendEnvelope(router_, identity, envelope);
   if (known) return;  // a resent Register: same answer, no new credits
   streams_[request.rank()].credits = options_.prefetch;
+  if (options_.board) options_.board->OnRegister(*registry_.Find(request.rank()), MonotonicMs());
   LOG(INFO) << "[coord] " << registry_.Find(request.rank())->Describe() << " registered, generation "
             << request.generation() << " (" << registry_.num_registered() << "/" << geometry_.world_size
             << " ranks); it starts at step " << stats_.start_step;
@@ -202,6 +207,7 @@ void Server::HandleAck(uint32_t rank, const proto::Ack& ack) {
                          cursor_moved ? std::optional<uint64_t>(tracker_.cursor()) : std::nullopt);
   if (!recorded.ok() && fatal_.ok()) fatal_ = recorded;
   stats_.cursor = tracker_.cursor();
+  if (options_.board) options_.board->OnAck(rank, ack, tracker_.cursor(), MonotonicMs());
 }
 
 void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard) {
@@ -210,6 +216,7 @@ void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard)
     return CountReject(Reject::kUnexpectedType, identity, "ShardDurable, but this run writes no checkpoints");
   }
   Result<std::optional<std::string>> committed = options_.committer->Report(rank, shard);
+  if (options_.board && committed.ok()) options_.board->OnShardReported(shard.step());
   if (!committed.ok()) {
     if (committed.status().code() == Status::Code::kInvalidArgument) {
       return CountReject(Reject::kBadField, identity, committed.status().message());
@@ -223,6 +230,7 @@ void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard)
   if (!committed->has_value()) return;
   ++stats_.checkpoints_committed;
   stats_.last_checkpoint_step = shard.step();
+  if (options_.board) options_.board->OnCheckpointCommitted(shard.step(), **committed);
   proto::Envelope envelope = MakeEnvelope();
   envelope.mutable_checkpoint_committed()->set_step(shard.step());
   envelope.mutable_checkpoint_committed()->set_name(**committed);
@@ -301,6 +309,7 @@ bool Server::SendNext(uint32_t rank) {
   entry.payload_checksum = built->checksum;
   entry.dispatched_unix_ms = UnixMs();
   const uint64_t num_tokens = built->num_tokens;
+  if (options_.board && key.micro == 0) options_.board->OnEpoch(key.step, built->epoch);
   if (!SendEnvelope(router_, registry_.Find(rank)->identity, envelope, &built->payload)) {
     builder_->PutBack(std::move(*built));  // peer unreachable or queue full: liveness decides
     return false;
@@ -373,6 +382,7 @@ int Server::Finish(int exit_code, const std::string& reason, int dead_rank) {
   stats_.elapsed_s = (MonotonicMs() - start_ms_) / 1000.0;
   stats_.build_cpu_s = builder_->build_seconds();
   stats_.samples_built = builder_->samples_built();
+  if (options_.board) options_.board->OnFinish(exit_code, reason, dead_rank, MonotonicMs());
   MaybeLogProgress(MonotonicMs(), /*force=*/true);
   if (exit_code == kExitOk) {
     LOG(INFO) << "[coord] run complete: " << reason << "; Done sent to " << registry_.num_registered() << " workers";

@@ -37,6 +37,7 @@
 #include "datapipe/data_source.h"
 #include "datapipe/dispatch_plan.h"
 #include "coordinator/ledger.h"
+#include "coordinator/status_board.h"
 #include "coordinator/worker_registry.h"
 
 namespace bert {
@@ -60,6 +61,7 @@ struct ServerOptions {
   CheckpointCommitter* committer = nullptr;
   std::string resume_checkpoint;            // told to registering workers (RegisterReply.checkpoint)
   uint64_t checkpoint_every = 0;            // told to registering workers
+  StatusBoard* board = nullptr;             // fed with what the server sees (monitoring); null: none
 };
 
 struct ServerStats {

@@ -6,8 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git python3 zlib1g-dev
-  # tests and benchmarks
-  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (promtool checks /metrics; headless Chromium draws the dashboard)
+  googletest libgtest-dev libgmock-dev libbenchmark-dev prometheus chromium
   # tensors and fast CPU math (without OpenBLAS LibTorch is ~30x slower)
   libtorch-dev libopenblas0-pthread
   # collectives and launch

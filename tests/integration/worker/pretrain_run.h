@@ -87,16 +87,20 @@ class PretrainRunTest : public CoordinatorRunTest {
   };
 
   // Logs go to NAME-coordinator.log and NAME-workers.log (appended: a
-  // restarted run adds to them).
-  Run Start(const std::string& name, const std::string& config, uint32_t world, std::vector<std::string> worker_flags) {
+  // restarted run adds to them). coordinator_flags are added to the
+  // coordinator's command line.
+  Run Start(const std::string& name, const std::string& config, uint32_t world, std::vector<std::string> worker_flags,
+            std::vector<std::string> coordinator_flags = {}) {
     Run run;
     std::error_code ignored;
     fs::remove(work_ / (name + "/coordinator/endpoint"), ignored);  // a restart must not read the old one
-    run.coordinator = std::make_unique<Subprocess>(
-        std::vector<std::string>{Coordinator(), "--config", config, "--world-size", std::to_string(world), "--bind",
-                                 "tcp://127.0.0.1:*", "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms",
-                                 "3000", "--prefetch", "4"},
-        work_ / (name + "-coordinator.log"));
+    fs::remove(work_ / (name + "/coordinator/http"), ignored);
+    std::vector<std::string> coordinator_argv = {Coordinator(), "--config", config, "--world-size",
+                                                 std::to_string(world), "--bind", "tcp://127.0.0.1:*",
+                                                 "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "3000",
+                                                 "--prefetch", "4"};
+    coordinator_argv.insert(coordinator_argv.end(), coordinator_flags.begin(), coordinator_flags.end());
+    run.coordinator = std::make_unique<Subprocess>(coordinator_argv, work_ / (name + "-coordinator.log"));
     std::vector<std::string> argv = {"/usr/bin/mpirun", "--allow-run-as-root", "-np", std::to_string(world),
                                      "--bind-to", "none", Worker(), "--config", config};
     argv.insert(argv.end(), worker_flags.begin(), worker_flags.end());
@@ -129,6 +133,29 @@ class PretrainRunTest : public CoordinatorRunTest {
     Result<std::string> latest = ReadFile(work_ / (name + "/checkpoints/latest"));
     if (!latest.ok() || latest->rfind("step-", 0) != 0) return 0;
     return std::stoull(latest->substr(5));
+  }
+
+  // The coordinator's status URL (RUN/coordinator/http), waiting up to
+  // 60 s for it; "" if it did not appear.
+  std::string StatusUrl(const std::string& name) const {
+    std::string url;
+    WaitFor(
+        [&] {
+          Result<std::string> text = ReadFile(work_ / (name + "/coordinator/http"));
+          if (!text.ok() || text->empty() || text->back() != '\n') return false;
+          url = text->substr(0, text->size() - 1);
+          return true;
+        },
+        60000);
+    return url;
+  }
+
+  // Ends a run that is still going: SIGTERM to the coordinator, which tells
+  // the workers to abort; waits for both.
+  void Stop(Run& run) {
+    run.coordinator->Signal(SIGTERM);
+    EXPECT_TRUE(run.coordinator->Wait(20000).has_value()) << ReadLog(*run.coordinator);
+    EXPECT_TRUE(run.workers->Wait(20000).has_value()) << ReadLog(*run.workers);
   }
 
   std::vector<Json> Ledger(const std::string& name) const {

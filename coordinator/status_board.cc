@@ -1,0 +1,457 @@
+#include "coordinator/status_board.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include <glog/logging.h>
+
+namespace bert {
+namespace {
+
+using Json = nlohmann::json;
+
+// The lower middle value (see the header: two ranks compare with the faster).
+double LowerMedian(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[(values.size() - 1) / 2];
+}
+
+Json OrNull(const std::optional<double>& value) {
+  return value && std::isfinite(*value) ? Json(*value) : Json(nullptr);
+}
+
+// Busy times this small are clock noise (or a fake worker that does
+// nothing): no straggler is judged on them.
+constexpr double kMinBusyMsForStragglers = 1.0;
+
+}  // namespace
+
+StatusBoard::StatusBoard(StatusBoardOptions options, int64_t now_ms)
+    : options_(std::move(options)), start_ms_(now_ms), workers_(options_.world_size) {
+  cursor_ = options_.start_step;
+  if (!options_.resumed_from.empty()) {
+    last_checkpoint_ = options_.resumed_from;
+    last_checkpoint_step_ = options_.start_step;
+  }
+  window_.rank_step_ms.assign(options_.world_size, 0);
+  window_.rank_compute_ms.assign(options_.world_size, 0);
+  window_.rank_wait_ms.assign(options_.world_size, 0);
+}
+
+Status StatusBoard::OpenMetricsFile() {
+  if (options_.metrics_path.empty()) return Status::Ok();
+  std::lock_guard<std::mutex> lock(mutex_);
+  metrics_.open(options_.metrics_path, std::ios::app);
+  if (!metrics_) return Status::IoError(options_.metrics_path + ": cannot open for appending");
+  return Status::Ok();
+}
+
+void StatusBoard::OnRegister(const WorkerInfo& worker, int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (worker.rank >= workers_.size()) return;
+  Worker& w = workers_[worker.rank];
+  w = Worker();
+  w.registered = true;
+  w.info = worker;
+  w.last_seen_ms = now_ms;
+  w.steps_acked = cursor_;
+}
+
+void StatusBoard::OnSeen(uint32_t rank, int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (rank < workers_.size()) workers_[rank].last_seen_ms = std::max(workers_[rank].last_seen_ms, now_ms);
+}
+
+void StatusBoard::OnHeartbeat(uint32_t rank, const proto::Heartbeat& heartbeat) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (rank >= workers_.size()) return;
+  if (heartbeat.rss_bytes() > 0) workers_[rank].rss_bytes = heartbeat.rss_bytes();
+}
+
+void StatusBoard::OnEpoch(uint64_t step, uint64_t epoch) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (step >= cursor_) epochs_[step] = epoch;
+}
+
+void StatusBoard::OnAck(uint32_t rank, const proto::Ack& ack, uint64_t cursor, int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (rank >= workers_.size()) return;
+  Worker& worker = workers_[rank];
+  worker.steps_acked = std::max(worker.steps_acked, ack.step() + 1);
+  if (ack.step() >= cursor_) {
+    PendingStep& pending = pending_[ack.step()];
+    pending.ranks.resize(options_.world_size);
+    RankStep& mine = pending.ranks[rank];
+    ++mine.micro_acked;
+    // A real worker reports the whole step's time on each micro-batch's Ack.
+    mine.step_ms = std::max(mine.step_ms, static_cast<double>(ack.step_time_ms()));
+    mine.data_wait_ms += ack.data_wait_ms();
+    if (ack.has_figures()) {
+      mine.compute_ms = ack.figures().compute_ms();
+      if (!pending.figures) pending.figures = ack.figures();
+    }
+    if (!pending.loss) pending.loss = ack.loss();
+  }
+  while (cursor_ < cursor) {
+    auto it = pending_.find(cursor_);
+    PendingStep step;
+    if (it != pending_.end()) {
+      step = std::move(it->second);
+      pending_.erase(it);
+    }
+    CompleteStep(cursor_, std::move(step), now_ms);
+    ++cursor_;
+  }
+}
+
+void StatusBoard::OnShardReported(uint64_t step) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pending_checkpoint_step_ = std::max(pending_checkpoint_step_, step);
+}
+
+void StatusBoard::OnCheckpointCommitted(uint64_t step, const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (step < last_checkpoint_step_) return;
+  last_checkpoint_step_ = step;
+  last_checkpoint_ = name;
+}
+
+void StatusBoard::OnFinish(int exit_code, const std::string& reason, int dead_rank, int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  exit_code_ = exit_code;
+  exit_reason_ = reason;
+  finished_ms_ = now_ms;
+  if (dead_rank >= 0 && static_cast<size_t>(dead_rank) < workers_.size()) workers_[dead_rank].declared_dead = true;
+}
+
+void StatusBoard::CompleteStep(uint64_t step, PendingStep pending, int64_t now_ms) {
+  pending.ranks.resize(options_.world_size);
+  std::vector<double> busy_ms(options_.world_size);
+  StepSample sample;
+  sample.step = step;
+  sample.completed_ms = now_ms;
+  double step_ms = 0, slowest_wait_ms = 0;
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    const RankStep& mine = pending.ranks[rank];
+    Worker& worker = workers_[rank];
+    worker.step_ms = mine.step_ms;
+    worker.data_wait_ms = mine.data_wait_ms;
+    worker.compute_ms = mine.compute_ms;
+    busy_ms[rank] = mine.compute_ms ? *mine.compute_ms + mine.data_wait_ms : mine.step_ms;
+    step_ms = std::max(step_ms, mine.step_ms);
+    slowest_wait_ms = std::max(slowest_wait_ms, mine.data_wait_ms);
+  }
+  UpdateStragglers(step, busy_ms);
+  sample.seconds = step_ms / 1e3;
+  if (pending.loss) sample.loss = *pending.loss;
+  if (pending.figures) {
+    const proto::StepFigures& f = *pending.figures;
+    sample.has_figures = true;
+    sample.mlm_accuracy = f.mlm_accuracy();
+    sample.nsp_accuracy = f.nsp_accuracy();
+    sample.samples = f.samples();
+    sample.tokens = f.tokens();
+    sample.masked = f.masked();
+    sample.flops = f.model_flops();
+    sample.peak_flops = f.peak_flops();
+    sample.wait_seconds = f.data_wait_ms() / 1e3;
+    last_lr_ = f.lr();
+    last_grad_norm_ = f.grad_norm();
+  } else {
+    sample.samples = options_.global_batch_size;
+    sample.wait_seconds = slowest_wait_ms / 1e3;
+  }
+  recent_.push_back(sample);
+  while (recent_.size() > std::max<size_t>(1, options_.average_steps)) recent_.pop_front();
+  auto epoch = epochs_.find(step);
+  if (epoch != epochs_.end()) {
+    epoch_ = epoch->second;
+    epochs_.erase(epochs_.begin(), std::next(epoch));
+  }
+  AddToWindow(sample, pending);
+  const uint64_t done = step + 1;
+  const uint64_t every = static_cast<uint64_t>(std::max(1, options_.log_every_steps));
+  if (done % every == 0 || done == options_.total_steps) WriteMetricsLine(done, now_ms);
+}
+
+void StatusBoard::UpdateStragglers(uint64_t step, const std::vector<double>& busy_ms) {
+  const double median = LowerMedian(busy_ms);
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    Worker& worker = workers_[rank];
+    worker.slowness = median > 0 ? busy_ms[rank] / median : 0;
+    const bool slow = median >= kMinBusyMsForStragglers && busy_ms[rank] > options_.straggler_factor * median;
+    worker.slow_steps = slow ? worker.slow_steps + 1 : 0;
+    const bool straggler = worker.slow_steps >= std::max(1, options_.straggler_steps);
+    if (straggler && !worker.straggler) {
+      char line[256];
+      std::snprintf(line, sizeof(line),
+                    "busy %.1f ms in step %llu, %.2fx the median %.1f ms, over %.2fx for %d steps in a row", busy_ms[rank],
+                    static_cast<unsigned long long>(step), worker.slowness, median, options_.straggler_factor,
+                    worker.slow_steps);
+      LOG(WARNING) << "[coord] straggler: " << worker.info.Describe() << ": " << line;
+    } else if (!straggler && worker.straggler) {
+      LOG(INFO) << "[coord] " << worker.info.Describe() << " is no longer a straggler (step " << step << ", "
+                << worker.slowness << "x the median)";
+    }
+    worker.straggler = straggler;
+  }
+}
+
+void StatusBoard::AddToWindow(const StepSample& sample, const PendingStep& pending) {
+  Window& w = window_;
+  ++w.steps;
+  if (sample.loss) {
+    w.loss += *sample.loss;
+    ++w.loss_steps;
+  }
+  w.seconds += sample.seconds;
+  w.wait_seconds += sample.wait_seconds;
+  w.samples += sample.samples;
+  if (sample.has_figures) {
+    ++w.figure_steps;
+    w.mlm_correct += *sample.mlm_accuracy * static_cast<double>(sample.masked);
+    w.nsp_correct += *sample.nsp_accuracy * static_cast<double>(sample.samples);
+    w.masked += sample.masked;
+    w.tokens += sample.tokens;
+    w.flops += sample.flops;
+    w.peak_flops = sample.peak_flops;
+  }
+  bool all_compute = true;
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    const RankStep& mine = pending.ranks[rank];
+    w.rank_step_ms[rank] += mine.step_ms;
+    w.rank_wait_ms[rank] += mine.data_wait_ms;
+    w.rank_compute_ms[rank] += mine.compute_ms.value_or(0);
+    all_compute = all_compute && mine.compute_ms.has_value();
+  }
+  if (all_compute) ++w.compute_steps;
+}
+
+void StatusBoard::WriteMetricsLine(uint64_t steps_done, int64_t now_ms) {
+  const Window& w = window_;
+  const double seconds = std::max(w.seconds, 1e-9);
+  const bool figures = w.figure_steps > 0;
+  std::optional<double> loss, mlm, nsp, tokens_per_s, mfu;
+  if (w.loss_steps > 0) loss = w.loss / static_cast<double>(w.loss_steps);
+  if (figures) {
+    mlm = w.mlm_correct / static_cast<double>(std::max<uint64_t>(1, w.masked));
+    nsp = w.nsp_correct / static_cast<double>(std::max<uint64_t>(1, w.samples));
+    tokens_per_s = static_cast<double>(w.tokens) / seconds;
+    if (w.peak_flops > 0) mfu = w.flops / seconds / w.peak_flops;
+  }
+  const double samples_per_s = static_cast<double>(w.samples) / seconds;
+  Json step_ms = Json::array(), compute_ms = Json::array(), wait_ms = Json::array();
+  const double steps = static_cast<double>(std::max<uint64_t>(1, w.steps));
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    step_ms.push_back(w.rank_step_ms[rank] / steps);
+    wait_ms.push_back(w.rank_wait_ms[rank] / steps);
+    compute_ms.push_back(w.compute_steps == w.steps ? Json(w.rank_compute_ms[rank] / steps) : Json(nullptr));
+  }
+  Json record = {{"step", steps_done},
+                 {"loss", OrNull(loss)},
+                 {"mlm_accuracy", OrNull(mlm)},
+                 {"nsp_accuracy", OrNull(nsp)},
+                 {"lr", OrNull(last_lr_)},
+                 {"grad_norm", OrNull(last_grad_norm_)},
+                 {"samples_per_s", samples_per_s},
+                 {"tokens_per_s", OrNull(tokens_per_s)},
+                 {"mfu", OrNull(mfu)},
+                 {"data_wait_fraction", w.wait_seconds / seconds},
+                 {"elapsed_s", static_cast<double>(now_ms - start_ms_) / 1e3},
+                 {"worker_step_ms", step_ms},
+                 {"worker_compute_ms", compute_ms},
+                 {"worker_data_wait_ms", wait_ms}};
+  if (metrics_.is_open()) {
+    metrics_ << record.dump() << "\n";
+    metrics_.flush();
+    if (!metrics_) {
+      LOG_EVERY_N(ERROR, 100) << "[coord] " << options_.metrics_path << ": write failed";
+    }
+  }
+  // Dashboard points: when full, keep every other one and take half as many.
+  if (lines_written_++ % history_stride_ == 0) {
+    history_.push_back({steps_done, loss, mlm, nsp, samples_per_s, tokens_per_s});
+    if (history_.size() >= std::max<size_t>(2, options_.max_history)) {
+      std::vector<HistoryPoint> kept;
+      for (size_t i = 0; i < history_.size(); i += 2) kept.push_back(history_[i]);
+      history_ = std::move(kept);
+      history_stride_ *= 2;
+    }
+  }
+  window_ = Window();
+  window_.rank_step_ms.assign(options_.world_size, 0);
+  window_.rank_compute_ms.assign(options_.world_size, 0);
+  window_.rank_wait_ms.assign(options_.world_size, 0);
+}
+
+std::string StatusBoard::State() const {
+  if (exit_code_) return *exit_code_ == kExitOk ? "done" : "failed";
+  if (!options_.resumed_from.empty() && cursor_ <= options_.start_step) return "recovering";
+  for (const Worker& worker : workers_) {
+    if (!worker.registered) return "starting";
+  }
+  if (options_.checkpoints) {
+    const uint64_t scheduled = cursor_ >= options_.total_steps ? options_.total_steps
+                               : options_.checkpoint_every > 0 ? cursor_ / options_.checkpoint_every *
+                                                                     options_.checkpoint_every
+                                                               : 0;
+    if (pending_checkpoint_step_ > last_checkpoint_step_ ||
+        (scheduled > options_.start_step && scheduled > last_checkpoint_step_)) {
+      return "checkpointing";
+    }
+  }
+  return "running";
+}
+
+std::string StatusBoard::WorkerState(const Worker& worker, int64_t now_ms) const {
+  if (!worker.registered) return "waiting";
+  if (worker.declared_dead) return "dead";
+  if (exit_code_) return *exit_code_ == kExitOk ? "done" : "aborted";
+  const int64_t silent_ms = now_ms - worker.last_seen_ms;
+  if (silent_ms > options_.heartbeat_timeout_ms) return "dead";
+  if (silent_ms > 2 * options_.heartbeat_interval_ms) return "late";
+  return "alive";
+}
+
+Json StatusBoard::Snapshot(int64_t now_ms) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // After the end, ages and elapsed time stop where the run stopped.
+  const int64_t at_ms = exit_code_ ? finished_ms_ : now_ms;
+  std::optional<double> loss, loss_avg, mlm, mlm_avg, nsp, nsp_avg, samples_per_s, tokens_per_s, mfu, wait_fraction,
+      step_time_s, eta_s;
+  if (!recent_.empty()) {
+    const StepSample& last = recent_.back();
+    loss = last.loss;
+    mlm = last.mlm_accuracy;
+    nsp = last.nsp_accuracy;
+    double loss_sum = 0, seconds = 0, wait = 0, flops = 0, mlm_correct = 0, nsp_correct = 0;
+    uint64_t loss_steps = 0, samples = 0, tokens = 0, masked = 0, figure_samples = 0, figure_steps = 0;
+    for (const StepSample& s : recent_) {
+      if (s.loss) {
+        loss_sum += *s.loss;
+        ++loss_steps;
+      }
+      seconds += s.seconds;
+      wait += s.wait_seconds;
+      samples += s.samples;
+      if (s.has_figures) {
+        ++figure_steps;
+        tokens += s.tokens;
+        flops += s.flops;
+        masked += s.masked;
+        figure_samples += s.samples;
+        mlm_correct += *s.mlm_accuracy * static_cast<double>(s.masked);
+        nsp_correct += *s.nsp_accuracy * static_cast<double>(s.samples);
+      }
+    }
+    if (loss_steps > 0) loss_avg = loss_sum / static_cast<double>(loss_steps);
+    if (seconds > 0) {
+      samples_per_s = static_cast<double>(samples) / seconds;
+      wait_fraction = wait / seconds;
+      if (figure_steps > 0) {
+        tokens_per_s = static_cast<double>(tokens) / seconds;
+        if (last.peak_flops > 0) mfu = flops / seconds / last.peak_flops;
+      }
+    }
+    if (figure_steps > 0) {
+      mlm_avg = mlm_correct / static_cast<double>(std::max<uint64_t>(1, masked));
+      nsp_avg = nsp_correct / static_cast<double>(std::max<uint64_t>(1, figure_samples));
+    }
+    step_time_s = seconds / static_cast<double>(recent_.size());
+    // Wall time per step from completion times (includes what step times
+    // miss: checkpoint pauses, stalls); the step time until there are two.
+    const double per_step_s = recent_.size() >= 2 ? static_cast<double>(last.completed_ms - recent_.front().completed_ms) /
+                                                        1e3 / static_cast<double>(recent_.size() - 1)
+                                                  : *step_time_s;
+    eta_s = exit_code_ ? 0.0 : per_step_s * static_cast<double>(options_.total_steps - cursor_);
+  }
+  const uint64_t epoch = recent_.empty() && !epochs_.empty() ? epochs_.begin()->second : epoch_;
+  Json workers = Json::array(), stragglers = Json::array();
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    const Worker& w = workers_[rank];
+    Json entry = {{"rank", rank}, {"state", WorkerState(w, at_ms)}, {"straggler", w.straggler}};
+    if (w.registered) {
+      entry["host"] = w.info.host;
+      entry["device"] = w.info.device;
+      entry["pid"] = w.info.pid;
+      entry["generation"] = w.info.generation;
+      entry["heartbeat_age_s"] = static_cast<double>(std::max<int64_t>(0, at_ms - w.last_seen_ms)) / 1e3;
+      entry["step"] = w.steps_acked;
+      entry["rss_bytes"] = w.rss_bytes > 0 ? Json(w.rss_bytes) : Json(nullptr);
+    }
+    entry["step_time_ms"] = OrNull(w.step_ms);
+    entry["compute_ms"] = OrNull(w.compute_ms);
+    entry["data_wait_ms"] = OrNull(w.data_wait_ms);
+    entry["data_wait_fraction"] =
+        w.step_ms && w.data_wait_ms && *w.step_ms > 0 ? Json(*w.data_wait_ms / *w.step_ms) : Json(nullptr);
+    entry["slowness"] = w.slowness > 0 ? Json(w.slowness) : Json(nullptr);
+    if (w.straggler) stragglers.push_back(rank);
+    workers.push_back(std::move(entry));
+  }
+  const double total = static_cast<double>(std::max<uint64_t>(1, options_.total_steps));
+  return Json{{"run", options_.run_id},
+              {"state", State()},
+              {"exit_code", exit_code_ ? Json(*exit_code_) : Json(nullptr)},
+              {"exit_reason", exit_reason_},
+              {"step", cursor_},
+              {"total_steps", options_.total_steps},
+              {"progress", static_cast<double>(cursor_) / total},
+              {"start_step", options_.start_step},
+              {"epoch", epoch},
+              {"samples_seen", cursor_ * options_.global_batch_size},
+              {"world_size", options_.world_size},
+              {"global_batch_size", options_.global_batch_size},
+              {"elapsed_s", static_cast<double>(at_ms - start_ms_) / 1e3},
+              {"loss", OrNull(loss)},
+              {"loss_avg", OrNull(loss_avg)},
+              {"mlm_accuracy", OrNull(mlm)},
+              {"mlm_accuracy_avg", OrNull(mlm_avg)},
+              {"nsp_accuracy", OrNull(nsp)},
+              {"nsp_accuracy_avg", OrNull(nsp_avg)},
+              {"average_steps", recent_.size()},
+              {"lr", OrNull(last_lr_)},
+              {"grad_norm", OrNull(last_grad_norm_)},
+              {"samples_per_s", OrNull(samples_per_s)},
+              {"tokens_per_s", OrNull(tokens_per_s)},
+              {"mfu", OrNull(mfu)},
+              {"data_wait_fraction", OrNull(wait_fraction)},
+              {"step_time_s", OrNull(step_time_s)},
+              {"eta_s", OrNull(eta_s)},
+              {"last_checkpoint", last_checkpoint_},
+              {"last_checkpoint_step", last_checkpoint_step_},
+              {"checkpoint_every", options_.checkpoint_every},
+              {"restarts", options_.restarts},
+              {"heartbeat_timeout_ms", options_.heartbeat_timeout_ms},
+              {"straggler_factor", options_.straggler_factor},
+              {"straggler_steps", options_.straggler_steps},
+              {"stragglers", stragglers},
+              {"workers", workers}};
+}
+
+Json StatusBoard::History() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Json step = Json::array(), loss = Json::array(), mlm = Json::array(), nsp = Json::array(),
+       samples = Json::array(), tokens = Json::array();
+  for (const HistoryPoint& point : history_) {
+    step.push_back(point.step);
+    loss.push_back(OrNull(point.loss));
+    mlm.push_back(OrNull(point.mlm_accuracy));
+    nsp.push_back(OrNull(point.nsp_accuracy));
+    samples.push_back(OrNull(point.samples_per_s));
+    tokens.push_back(OrNull(point.tokens_per_s));
+  }
+  return Json{{"step", step},         {"loss", loss},         {"mlm_accuracy", mlm}, {"nsp_accuracy", nsp},
+              {"samples_per_s", samples}, {"tokens_per_s", tokens}};
+}
+
+std::vector<uint32_t> StatusBoard::Stragglers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<uint32_t> ranks;
+  for (uint32_t rank = 0; rank < options_.world_size; ++rank) {
+    if (workers_[rank].straggler) ranks.push_back(rank);
+  }
+  return ranks;
+}
+
+}  // namespace bert

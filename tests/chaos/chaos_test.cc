@@ -1,0 +1,141 @@
+// Chaos: `bertctl pretrain` with 2 real workers while processes of the run
+// are killed with SIGKILL at random moments: a random worker, a worker in the
+// middle of a checkpoint write, the coordinator, then (long mode) random
+// ones of either, each after the run got past a new checkpoint. The
+// launcher relaunches from the latest committed checkpoint each time; the
+// run must still complete with the final weights bit-identical to an
+// uninterrupted run's.
+//
+// CI runs 3 kills. Long mode: BERT_CHAOS_KILLS=N (and BERT_CHAOS_SEED=S to
+// replay a run; the seed used is printed).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+
+#include "checkpoint/checkpoint.h"
+#include "common/process.h"
+#include "integration/worker/pretrain_run.h"
+
+namespace bert::testing {
+namespace {
+
+// Processes whose command line mentions `needle` and whose program is `name`.
+std::vector<pid_t> FindProcesses(const std::string& name, const std::string& needle) {
+  std::vector<pid_t> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    Result<std::string> cmdline = ReadFile(entry.path() / "cmdline");
+    if (!cmdline.ok() || cmdline->find(needle) == std::string::npos) continue;
+    const std::string program = cmdline->substr(0, cmdline->find('\0'));
+    if (fs::path(program).filename() == name && Alive(std::stoi(pid))) found.push_back(std::stoi(pid));
+  }
+  return found;
+}
+
+std::string Text(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  return text.ok() ? *text : "";
+}
+
+class ChaosTest : public PretrainRunTest {
+ protected:
+  std::unique_ptr<Process> Launch(const std::string& name, const std::string& config, const std::string& extra) {
+    ProcessOptions options;
+    options.argv = {"/bin/sh", "-c",
+                    "exec " + Bertctl() + " pretrain --config " + config + " --workers 2 " + extra +
+                        " --coordinator-args '--heartbeat-interval-ms 200 --heartbeat-timeout-ms 1500'"};
+    options.log_path = work_ / (name + "-bertctl.log");
+    Result<std::unique_ptr<Process>> process = Process::Start(options);
+    EXPECT_TRUE(process.ok()) << process.status().message();
+    return process.ok() ? std::move(process).value() : nullptr;
+  }
+
+  // The final checkpoint's parameters.
+  std::vector<float> FinalParams(const std::string& name) {
+    CheckpointStore store(work_ / name);
+    Result<LoadedCheckpoint> latest = store.LoadLatest();
+    EXPECT_TRUE(latest.ok()) << latest.status().message();
+    if (!latest.ok()) return {};
+    std::vector<float> params(latest->manifest.total_elements);
+    EXPECT_TRUE(ReadRange(*latest, "params", 0, params.size(), params.data()).ok());
+    return params;
+  }
+};
+
+TEST_F(ChaosTest, RandomKillsDuringTrainingAndCheckpointsEndBitIdentical) {
+  const char* kills_env = std::getenv("BERT_CHAOS_KILLS");
+  const int kills = kills_env ? std::max(3, std::atoi(kills_env)) : 3;
+  const char* seed_env = std::getenv("BERT_CHAOS_SEED");
+  const uint64_t seed = seed_env ? std::strtoull(seed_env, nullptr, 10) : std::random_device{}();
+  std::printf("[chaos] %d kills, BERT_CHAOS_SEED=%llu\n", kills, static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const uint64_t steps = 40 + 15 * static_cast<uint64_t>(kills);
+
+  const std::string reference_config = WriteRun("reference", kMicroBatch, steps, 5);
+  std::unique_ptr<Process> reference = Launch("reference", reference_config, "--max-restarts 0");
+  ASSERT_NE(reference, nullptr);
+  ASSERT_EQ(reference->Wait(300000), 0) << Text(work_ / "reference-bertctl.log");
+  const std::vector<float> expected = FinalParams("reference");
+  ASSERT_FALSE(expected.empty());
+
+  const std::string config = WriteRun("chaos", kMicroBatch, steps, 5);
+  const std::string log = work_ / "chaos-bertctl.log";
+  std::unique_ptr<Process> run =
+      Launch("chaos", config, "--max-restarts " + std::to_string(kills + 2) + " --restart-backoff-s 0.2");
+  ASSERT_NE(run, nullptr);
+  const std::string staging_glob = work_ / "chaos/checkpoints";
+  const std::string frozen = work_ / "chaos/config.yaml";  // what bertctl gives the coordinator and workers
+  int done = 0;
+  uint64_t last_latest = 0;
+  for (int kill = 0; kill < kills; ++kill) {
+    // Wait for this generation's workers to be training.
+    ASSERT_TRUE(WaitFor([&] { return FindProcesses("bert-worker", frozen).size() == 2; }, 120000))
+        << Text(log);
+    // Let it get past a new checkpoint first, so that every relaunch has
+    // more to restore than the last one.
+    ASSERT_TRUE(WaitFor([&] { return LatestStep("chaos") > last_latest; }, 120000)) << Text(log);
+    const uint64_t latest_before = LatestStep("chaos");
+    ASSERT_LT(latest_before, steps) << "the run ended before kill " << kill + 1;
+    last_latest = latest_before;
+    std::string what;
+    if (kill == 1) {
+      // During a checkpoint write: as soon as the next staging directory appears.
+      const std::string next = ".staging-" + CheckpointStore::StepName(latest_before + 5);
+      WaitFor([&] { return fs::exists(staging_glob + "/" + next); }, 60000);
+      what = "a worker during a checkpoint write";
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1500));
+      // The third kill is always the coordinator (so CI's 3 cover it); later ones are random.
+      what = kill == 2 || rng() % 3 == 0 ? "the coordinator" : "a worker";
+    }
+    std::vector<pid_t> victims = what == "the coordinator" ? FindProcesses("bert-coordinator", frozen)
+                                                           : FindProcesses("bert-worker", frozen);
+    if (victims.empty()) continue;  // between generations: wait for the next one
+    const pid_t victim = victims[rng() % victims.size()];
+    std::printf("[chaos] kill %d: %s (pid %d), latest checkpoint step %llu\n", kill + 1, what.c_str(), victim,
+                static_cast<unsigned long long>(latest_before));
+    ASSERT_EQ(::kill(victim, SIGKILL), 0);
+    ++done;
+    // The launcher notices, tears the generation down and relaunches.
+    ASSERT_TRUE(WaitFor([&] { return !Alive(victim); }, 20000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  const std::optional<int> code = run->Wait(600000);
+  const std::string output = Text(log);
+  ASSERT_EQ(code, 0) << output;
+  EXPECT_GE(done, kills);
+  int restarts = 0;
+  for (size_t at = output.find("Restart "); at != std::string::npos; at = output.find("Restart ", at + 1)) ++restarts;
+  EXPECT_GE(restarts, done) << output;
+  EXPECT_EQ(LatestStep("chaos"), steps);
+  EXPECT_NE(output.find("from step-"), std::string::npos) << "no relaunch resumed from a checkpoint\n" << output;
+  const std::vector<float> actual = FinalParams("chaos");
+  ASSERT_EQ(actual.size(), expected.size());
+  EXPECT_EQ(std::memcmp(actual.data(), expected.data(), expected.size() * sizeof(float)), 0)
+      << "final weights differ from the uninterrupted run's (BERT_CHAOS_SEED=" << seed << ")";
+}
+
+}  // namespace
+}  // namespace bert::testing
