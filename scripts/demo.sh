@@ -23,5 +23,7 @@ if [ ! -s "$RUN/vocab.txt" ]; then
 fi
 "$BERTCTL" prepare --input "$CORPUS" --vocab "$RUN/vocab.txt" --db "$RUN/corpus" --threads 2
 "$BERTCTL" corpus stats --db "$RUN/corpus" --vocab "$RUN/vocab.txt"
-build/bin/bert-worker --local --config configs/runs/tiny.yaml
-echo "[demo] done: vocabulary $RUN/vocab.txt, corpus $RUN/corpus, bert-tiny run runs/tiny"
+# Data-parallel pretraining: the coordinator and 2 MPI workers, with checkpoints.
+"$BERTCTL" pretrain --config configs/runs/tiny.yaml --workers 2
+"$BERTCTL" status runs/tiny
+echo "[demo] done: vocabulary $RUN/vocab.txt, corpus $RUN/corpus, bert-tiny run runs/tiny (checkpoints in runs/tiny/checkpoints)"
