@@ -4,7 +4,8 @@
 // ones of either, each after the run got past a new checkpoint. The
 // launcher relaunches from the latest committed checkpoint each time; the
 // run must still complete with the final weights bit-identical to an
-// uninterrupted run's.
+// uninterrupted run's: weights and optimizer state by checksum, and the
+// ledger shows every step's samples trained exactly once.
 //
 // CI runs 3 kills. Long mode: BERT_CHAOS_KILLS=N (and BERT_CHAOS_SEED=S to
 // replay a run; the seed used is printed).
@@ -12,6 +13,8 @@
 
 #include <cstdlib>
 #include <random>
+
+#include <xxhash.h>
 
 #include "checkpoint/checkpoint.h"
 #include "common/process.h"
@@ -52,15 +55,21 @@ class ChaosTest : public PretrainRunTest {
     return process.ok() ? std::move(process).value() : nullptr;
   }
 
-  // The final checkpoint's parameters.
-  std::vector<float> FinalParams(const std::string& name) {
+  // The final checkpoint's parameters and optimizer moments, one after the
+  // other, and its optimizer step count.
+  std::pair<std::vector<float>, int64_t> FinalState(const std::string& name) {
     CheckpointStore store(work_ / name);
     Result<LoadedCheckpoint> latest = store.LoadLatest();
     EXPECT_TRUE(latest.ok()) << latest.status().message();
     if (!latest.ok()) return {};
-    std::vector<float> params(latest->manifest.total_elements);
-    EXPECT_TRUE(ReadRange(*latest, "params", 0, params.size(), params.data()).ok());
-    return params;
+    const uint64_t n = latest->manifest.total_elements;
+    std::vector<float> state(3 * n);
+    const char* sections[] = {"params", "exp_avg", "exp_avg_sq"};
+    for (int s = 0; s < 3; ++s) {
+      Status read = ReadRange(*latest, sections[s], 0, n, state.data() + s * n);
+      EXPECT_TRUE(read.ok()) << read.message();
+    }
+    return {state, latest->manifest.optimizer.value("step", int64_t{-1})};
   }
 };
 
@@ -77,8 +86,9 @@ TEST_F(ChaosTest, RandomKillsDuringTrainingAndCheckpointsEndBitIdentical) {
   std::unique_ptr<Process> reference = Launch("reference", reference_config, "--max-restarts 0");
   ASSERT_NE(reference, nullptr);
   ASSERT_EQ(reference->Wait(300000), 0) << Text(work_ / "reference-bertctl.log");
-  const std::vector<float> expected = FinalParams("reference");
+  const auto [expected, expected_step] = FinalState("reference");
   ASSERT_FALSE(expected.empty());
+  ASSERT_EQ(expected_step, static_cast<int64_t>(steps));
 
   const std::string config = WriteRun("chaos", kMicroBatch, steps, 5);
   const std::string log = work_ / "chaos-bertctl.log";
@@ -131,10 +141,16 @@ TEST_F(ChaosTest, RandomKillsDuringTrainingAndCheckpointsEndBitIdentical) {
   EXPECT_GE(restarts, done) << output;
   EXPECT_EQ(LatestStep("chaos"), steps);
   EXPECT_NE(output.find("from step-"), std::string::npos) << "no relaunch resumed from a checkpoint\n" << output;
-  const std::vector<float> actual = FinalParams("chaos");
+  // Weights and optimizer state, bit for bit (compared by checksum).
+  const auto [actual, actual_step] = FinalState("chaos");
   ASSERT_EQ(actual.size(), expected.size());
-  EXPECT_EQ(std::memcmp(actual.data(), expected.data(), expected.size() * sizeof(float)), 0)
-      << "final weights differ from the uninterrupted run's (BERT_CHAOS_SEED=" << seed << ")";
+  EXPECT_EQ(actual_step, expected_step);
+  EXPECT_EQ(XXH3_64bits(actual.data(), actual.size() * sizeof(float)),
+            XXH3_64bits(expected.data(), expected.size() * sizeof(float)))
+      << "final weights or optimizer state differ from the uninterrupted run's (BERT_CHAOS_SEED=" << seed << ")";
+  // The ledger: every step's samples trained exactly once in the end
+  // (steps re-run after a relaunch replace the lost session's entries).
+  ExpectExactlyThePlannedSamples(Ledger("chaos"), steps);
 }
 
 }  // namespace
