@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include <glog/logging.h>
+
+#include "common/file_util.h"
 
 namespace bert {
 namespace {
@@ -42,6 +45,30 @@ StatusBoard::StatusBoard(StatusBoardOptions options, int64_t now_ms)
 Status StatusBoard::OpenMetricsFile() {
   if (options_.metrics_path.empty()) return Status::Ok();
   std::lock_guard<std::mutex> lock(mutex_);
+  // A resumed run logs the steps after its checkpoint again: drop the lines
+  // of those steps (and a line cut short by a kill) so that each step
+  // appears once.
+  Result<std::string> existing = ReadFile(options_.metrics_path);
+  if (existing.ok() && !existing->empty()) {
+    std::istringstream in(*existing);
+    std::string kept;
+    size_t dropped = 0;
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool keep = record.is_object() && record.contains("step") && record["step"].is_number_unsigned() &&
+                        record["step"].get<uint64_t>() <= options_.start_step;
+      if (keep) {
+        kept += line + "\n";
+      } else {
+        ++dropped;
+      }
+    }
+    if (dropped > 0) {
+      BERT_RETURN_IF_ERROR(WriteFileAtomic(options_.metrics_path, kept));
+      LOG(INFO) << "[coord] " << options_.metrics_path << ": dropped " << dropped
+                << " line(s) of steps after " << options_.start_step << " (they run again)";
+    }
+  }
   metrics_.open(options_.metrics_path, std::ios::app);
   if (!metrics_) return Status::IoError(options_.metrics_path + ": cannot open for appending");
   return Status::Ok();

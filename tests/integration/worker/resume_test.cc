@@ -54,6 +54,11 @@ TEST_F(ResumeTest, AKilledRunResumesBitIdenticalWithTheSameWorldSize) {
       << "resumed from step " << resumed_from;
   const std::string log = ReadFile(work_ / "cut-coordinator.log").value();
   EXPECT_NE(log.find("resuming from " + CheckpointName(resumed_from)), std::string::npos) << log;
+  // metrics.jsonl: each step once, in order, though steps after the
+  // checkpoint ran twice.
+  const std::vector<Json> metrics = ReadJsonLines(work_ / "cut/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), kSteps);
+  for (uint64_t i = 0; i < kSteps; ++i) EXPECT_EQ(metrics[i]["step"].get<uint64_t>(), i + 1);
 }
 
 TEST_F(ResumeTest, AResumeWithAnotherWorldSizeFollowsTheSameBatches) {
