@@ -84,20 +84,15 @@ class DistributedLoop {
 
  private:
   Status Prepare() {
-    torch::set_num_threads(config_.train.intra_op_threads);
-    Result<TrainerOptions> trainer_options = TrainerOptionsFromConfig(config_.train);
-    if (!trainer_options.ok()) return trainer_options.status();
-    ModelOptions model_options;
-    model_options.seed = config_.train.init_seed;
-    Result<std::unique_ptr<BertForPreTraining>> model = BertForPreTraining::FromConfigFile(config_.model, model_options);
-    if (!model.ok()) return model.status();
-    model_ = std::move(model).value();
+    Result<Pretraining> pretraining = MakePretraining(config_);
+    if (!pretraining.ok()) return pretraining.status();
+    model_ = std::move(pretraining->model);
+    trainer_ = std::move(pretraining->trainer);
     // Same initial weights everywhere; distinct dropout streams per rank.
     if (comm_->rank() > 0) {
       model_->dropout_rng().Restore(
           rnd::Hash(config_.train.init_seed, /*stream=*/0x64726f70 /* "drop" */, static_cast<uint64_t>(comm_->rank())), 0);
     }
-    trainer_ = std::make_unique<Trainer>(model_.get(), *trainer_options);
 
     // Every rank measures the GEMM peak at once, so that ranks sharing a
     // machine share its peak; MFU is against the sum.

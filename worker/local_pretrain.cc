@@ -33,14 +33,10 @@ class LocalLoop {
 
  private:
   Status Prepare() {
-    torch::set_num_threads(config_.train.intra_op_threads);
-    Result<TrainerOptions> trainer_options = TrainerOptionsFromConfig(config_.train);
-    if (!trainer_options.ok()) return trainer_options.status();
-    ModelOptions model_options;
-    model_options.seed = config_.train.init_seed;
-    Result<std::unique_ptr<BertForPreTraining>> model = BertForPreTraining::FromConfigFile(config_.model, model_options);
-    if (!model.ok()) return model.status();
-    model_ = std::move(model).value();
+    Result<Pretraining> pretraining = MakePretraining(config_);
+    if (!pretraining.ok()) return pretraining.status();
+    model_ = std::move(pretraining->model);
+    trainer_ = std::move(pretraining->trainer);
     Result<std::unique_ptr<TrainingData>> data = TrainingData::Open(config_, /*num_threads=*/2);
     if (!data.ok()) return data.status();
     data_ = std::move(data).value();
@@ -49,7 +45,6 @@ class LocalLoop {
                                      " differs from the corpus vocabulary's " +
                                      std::to_string(data_->vocab().vocab_size));
     }
-    trainer_ = std::make_unique<Trainer>(model_.get(), *trainer_options);
     micro_batch_ = config_.train.micro_batch_size > 0 ? config_.train.micro_batch_size : config_.train.global_batch_size;
     if (config_.train.global_batch_size % micro_batch_ != 0) {
       return Status::InvalidArgument("train.micro_batch_size: " + std::to_string(micro_batch_) +

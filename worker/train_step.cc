@@ -187,4 +187,18 @@ StepMetrics Trainer::TrainStep(const std::vector<PretrainBatch>& micro_batches) 
   return ApplyGradients();
 }
 
+Result<Pretraining> MakePretraining(const RunConfig& config) {
+  torch::set_num_threads(config.train.intra_op_threads);
+  Result<TrainerOptions> trainer_options = TrainerOptionsFromConfig(config.train);
+  if (!trainer_options.ok()) return trainer_options.status();
+  ModelOptions model_options;
+  model_options.seed = config.train.init_seed;
+  Result<std::unique_ptr<BertForPreTraining>> model = BertForPreTraining::FromConfigFile(config.model, model_options);
+  if (!model.ok()) return model.status();
+  Pretraining result;
+  result.model = std::move(model).value();
+  result.trainer = std::make_unique<Trainer>(result.model.get(), *trainer_options);
+  return result;
+}
+
 }  // namespace bert

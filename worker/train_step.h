@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common/run_config.h"
@@ -115,5 +116,15 @@ class Trainer {
   FlatOptimizer optimizer_;
   MicroBatchStats pending_;
 };
+
+// A run's model and trainer as its config describes them: LibTorch's
+// intra-op threads set, the model from `model` with weights drawn from
+// train.init_seed, the trainer from the train section. Errors name the file
+// or key. (The trainer points into the model; moving the pointers keeps it.)
+struct Pretraining {
+  std::unique_ptr<BertForPreTraining> model;
+  std::unique_ptr<Trainer> trainer;
+};
+Result<Pretraining> MakePretraining(const RunConfig& config);
 
 }  // namespace bert

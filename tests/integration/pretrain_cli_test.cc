@@ -18,6 +18,7 @@
 
 #include "common/file_util.h"
 #include "common/process.h"
+#include "integration/coordinator/coordinator_run.h"
 #include "test_util.h"
 
 namespace bert {
@@ -25,6 +26,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Bertctl;
+using testing::FakeWorker;
+using testing::WaitFor;
 using testing::CommandResult;
 using testing::RunCommand;
 using testing::TempDir;
@@ -32,7 +35,6 @@ using testing::UncasedVocab;
 using testing::WriteText;
 using Clock = std::chrono::steady_clock;
 
-std::string FakeWorker() { return std::string(BERT_BIN_DIR) + "/bert-fake-worker"; }
 
 double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -47,41 +49,11 @@ bool IsAlive(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z' && line[close + 2] != 'X';
 }
 
-template <typename Predicate>
-bool WaitFor(Predicate done, int timeout_ms) {
-  for (int waited = 0; waited < timeout_ms; waited += 20) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
-
-class PretrainCliTest : public ::testing::Test {
+// The corpus (20 files of the kernel's admin-guide, ~400 samples per epoch
+// at seq 64, prepared once per suite), Db(), RunDir() and work_ come from
+// CoordinatorRunTest.
+class PretrainCliTest : public testing::CoordinatorRunTest {
  protected:
-  // The first 20 files of the kernel's admin-guide (~400 samples per epoch
-  // at seq 64), prepared once per suite.
-  static void SetUpTestSuite() {
-    corpus_dir_ = new TempDir();
-    std::vector<std::string> files;
-    for (const auto& entry : fs::recursive_directory_iterator(testing::LinuxDocDir() + "/admin-guide")) {
-      if (entry.is_regular_file() && entry.path().extension() == ".gz") files.push_back(entry.path().string());
-    }
-    ASSERT_GE(files.size(), 20u) << "linux-doc-6.1 is not installed; run scripts/setup.sh";
-    std::sort(files.begin(), files.end());
-    fs::create_directories(*corpus_dir_ / "docs");
-    for (size_t i = 0; i < 20; ++i) {
-      const std::string name = std::to_string(100 + i) + fs::path(files[i]).filename().string();
-      fs::copy_file(files[i], *corpus_dir_ / ("docs/" + name));
-    }
-    CommandResult r = RunCommand(Bertctl() + " prepare --input " + (*corpus_dir_ / "docs") + " --vocab " +
-                                 UncasedVocab() + " --db " + Db());
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-  static void TearDownTestSuite() { delete corpus_dir_; }
-  static std::string Db() { return *corpus_dir_ / "db"; }
-
-  std::string RunDir() const { return work_ / "run"; }
-
   // A run config: G = 16 in micro-batches of 4, so 2 ranks take 2 each.
   std::string WriteConfig(const std::string& train_extra = "") {
     const std::string path = work_ / "run.yaml";
@@ -137,8 +109,6 @@ class PretrainCliTest : public ::testing::Test {
     return text.ok() ? *text : "";
   }
 
-  TempDir work_;
-  static inline TempDir* corpus_dir_ = nullptr;
 };
 
 TEST_F(PretrainCliTest, CompletesAResumesAndRefusesAnotherConfig) {
