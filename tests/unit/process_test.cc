@@ -120,7 +120,10 @@ TEST(ProcessTest, KillReachesDescendantsInOtherGroups) {
   TempDir dir;
   // setsid puts the grandchild in a session (and group) of its own, as
   // mpirun does with its ranks: a signal to our group does not reach it.
-  auto process = Shell("setsid sleep 30 & echo $! > " + (dir / "child.pid") + "; wait");
+  // The grandchild writes its pid itself, after setsid, so the test never
+  // sees it while it is still in our group.
+  auto process = Shell("setsid sh -c 'echo $$ > " + (dir / "child.pid") +
+                       "; exec sleep 30' & wait");
   ASSERT_NE(process, nullptr);
   const pid_t child = ReadPidFile(dir / "child.pid");
   ASSERT_GT(child, 0);
