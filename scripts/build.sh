@@ -2,5 +2,8 @@
 # Configures and builds in ./build (Release, Ninja).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" >/dev/null
+launcher=()
+# ccache, where installed, makes rebuilds in fresh clones cheap; it is optional.
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "${launcher[@]}" >/dev/null
 cmake --build build -j"${JOBS:-2}"
