@@ -83,6 +83,8 @@ struct Manifest {
   nlohmann::json scheduler;               // schedule parameters
   nlohmann::json rng;                     // global RNG state (seeds)
   std::string config_yaml;                // the resolved run config
+  nlohmann::json model_config;            // HF config.json of the model (BertConfig keys); null in
+                                          // checkpoints written before it was recorded (optional field)
   std::string vocab_checksum;
   std::string created_at;                 // UTC, ISO 8601
 

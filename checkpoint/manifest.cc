@@ -280,7 +280,7 @@ json Manifest::ToJson() const {
               {"data_cursor", data_cursor}, {"world_size", world_size}, {"total_elements", total_elements},
               {"sections", sections}, {"layout", layout_json}, {"shards", shards_json},
               {"optimizer", optimizer}, {"scheduler", scheduler}, {"rng", rng}, {"config_yaml", config_yaml},
-              {"vocab_checksum", vocab_checksum}, {"created_at", created_at}};
+              {"vocab_checksum", vocab_checksum}, {"created_at", created_at}, {"model_config", model_config}};
 }
 
 Result<Manifest> Manifest::FromJson(const json& j, const std::string& source) {
@@ -312,6 +312,9 @@ Result<Manifest> Manifest::FromJson(const json& j, const std::string& source) {
   manifest.config_yaml = reader.String("config_yaml");
   manifest.vocab_checksum = reader.String("vocab_checksum");
   manifest.created_at = reader.String("created_at");
+  if (reader.ok() && j.contains("model_config")) {  // optional: older checkpoints lack it
+    manifest.model_config = reader.ObjectOrNull("model_config");
+  }
   if (!status.ok()) return status;
   return manifest;
 }

@@ -26,6 +26,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/launcher.h"
+#include "cli/slurm_job.h"
+#include "cli/worker_launch.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/process.h"
@@ -71,13 +74,21 @@ struct PretrainArgs {
   std::string mpirun_args;                 // extra mpirun flags, split on whitespace
   std::string coordinator_args;            // extra bert-coordinator flags, split on whitespace
   bool show_coordinator = false;           // echo the coordinator's output here as well
+  bool insecure = false;                   // no CURVE: --insecure to the coordinator and the workers
   int max_restarts = 3;                    // relaunches after a retryable failure
   double restart_backoff_s = 2;            // first wait before a relaunch; doubles, at most 60 s
+  std::string launcher = "mpirun";         // mpirun, or srun inside a Slurm allocation (cli/launcher.h)
+  std::string srun_args;                   // extra srun flags, split on whitespace
+  std::string worker_args;                 // extra bert-worker flags, split on whitespace
 };
 
 // Counts SIGINT/SIGTERM/SIGHUP; the supervision loop acts on it.
 std::atomic<int> g_signal_count{0};
 void OnSignal(int) { g_signal_count.fetch_add(1); }
+// Counts SIGUSR1 (preemption notice, e.g. from the Slurm batch script): the
+// loop forwards it to the coordinator, which checkpoints and stops the run.
+std::atomic<int> g_checkpoint_signals{0};
+void OnCheckpointSignal(int) { g_checkpoint_signals.fetch_add(1); }
 
 void InstallSignalHandlers() {
   struct sigaction action = {};
@@ -85,6 +96,9 @@ void InstallSignalHandlers() {
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
+  action.sa_handler = OnCheckpointSignal;
+  ::sigaction(SIGUSR1, &action, nullptr);
+  action.sa_handler = OnSignal;
   struct sigaction previous = {};
   ::sigaction(SIGHUP, nullptr, &previous);
   if (previous.sa_handler != SIG_IGN) ::sigaction(SIGHUP, &action, nullptr);  // respect nohup
@@ -141,49 +155,11 @@ Result<RunConfig> ResolveConfig(const PretrainArgs& args) {
   return config;
 }
 
-// bert-coordinator / bert-worker: $ENV_VAR if set, else next to bertctl.
-Result<std::string> LocateBinary(const std::string& name, const char* env_var) {
-  const char* from_env = std::getenv(env_var);
-  std::string path;
-  if (from_env != nullptr && *from_env != '\0') {
-    path = from_env;
-  } else {
-    std::error_code ec;
-    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-    path = (ec ? fs::path(".") : self.parent_path()) / name;
-  }
-  std::optional<std::string> found = FindExecutable(path);
-  if (!found) {
-    return Status::NotFound(name + ": no executable at " + path +
-                            (from_env != nullptr && *from_env != '\0' ? std::string(" ($") + env_var + ")"
-                                                                       : std::string(" (build it, or set $") +
-                                                                             env_var + ")"));
-  }
-  return Absolute(*found);
-}
-
 std::string ReadTrimmed(const std::string& path) {
   std::ifstream in(path);
   std::string value;
   std::getline(in, value);
   return value;
-}
-
-// Cores this process may use, hyperthreads of a core counted once: Open
-// MPI's default number of slots, beyond which mpirun refuses to start
-// without --oversubscribe.
-int UsableCores() {
-  cpu_set_t set;
-  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
-  std::set<std::pair<std::string, std::string>> cores;  // (package, core)
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (!CPU_ISSET(cpu, &set)) continue;
-    const std::string topology = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
-    std::string core = ReadTrimmed(topology + "core_id");
-    if (core.empty()) core = "cpu" + std::to_string(cpu);
-    cores.insert({ReadTrimmed(topology + "physical_package_id"), core});
-  }
-  return std::max<int>(1, static_cast<int>(cores.size()));
 }
 
 // Creates the run directory and freezes the config into RUN_DIR/config.yaml.
@@ -315,11 +291,7 @@ Result<std::unique_ptr<Process>> StartLogged(std::vector<std::string> argv, Chil
 std::vector<std::string> MpirunArgv(const std::string& mpirun, const std::string& worker_bin,
                                     const std::string& config_path, const std::string& endpoint,
                                     const PretrainArgs& args) {
-  std::vector<std::string> argv = {mpirun};
-  if (::geteuid() == 0) argv.push_back("--allow-run-as-root");  // Open MPI refuses root otherwise
-  argv.insert(argv.end(), {"-np", std::to_string(args.workers), "--bind-to", "none"});
-  if (static_cast<int64_t>(args.workers) > UsableCores()) argv.push_back("--oversubscribe");
-  for (std::string& word : SplitWords(args.mpirun_args)) argv.push_back(std::move(word));
+  std::vector<std::string> argv = MpirunPrefix(mpirun, args.workers, SplitWords(args.mpirun_args));
   argv.insert(argv.end(), {worker_bin, "--config", config_path, "--coordinator", endpoint});
   return argv;
 }
@@ -339,7 +311,13 @@ std::string WaitForEndpoint(Child& coordinator, const std::string& path) {
 bool Supervise(Child& coordinator, Child& workers) {
   int signals_seen = 0;
   bool interrupted = false;
+  bool checkpoint_forwarded = false;
   while (coordinator.running() || workers.running()) {
+    if (!checkpoint_forwarded && g_checkpoint_signals.load() > 0 && coordinator.running()) {
+      LOG(WARNING) << "[pretrain] SIGUSR1: the coordinator checkpoints at the next step boundary, then stops the run";
+      coordinator.process->Signal(SIGUSR1);
+      checkpoint_forwarded = true;
+    }
     const int signals = g_signal_count.load();
     if (signals > signals_seen) {
       if (signals_seen == 0) {
@@ -469,6 +447,7 @@ bool RunOnce(const PretrainArgs& args, const std::string& coordinator_bin, const
                                                fs::path(config_path).parent_path().string(), "--world-size",
                                                std::to_string(args.workers), "--bind", args.bind};
   for (std::string& word : SplitWords(args.coordinator_args)) coordinator_argv.push_back(std::move(word));
+  if (args.insecure) coordinator_argv.push_back("--insecure");
   Result<std::unique_ptr<Process>> started = StartLogged(coordinator_argv, coordinator, args.show_coordinator);
   if (!started.ok()) {
     LOG(ERROR) << "[pretrain] " << started.status().message();
@@ -479,12 +458,29 @@ bool RunOnce(const PretrainArgs& args, const std::string& coordinator_bin, const
   if (!endpoint.empty()) {
     LOG(INFO) << "[pretrain] coordinator (pid " << coordinator->process->pid() << ") serving on " << endpoint
               << "; log " << coordinator->log_path;
-    std::vector<std::string> argv = MpirunArgv(mpirun, worker_bin, config_path, endpoint, args);
+    std::vector<std::string> argv;
+    if (args.launcher == "srun") {  // workers on every node of the allocation reach this node by name
+      SrunSpec srun{mpirun, args.workers, SplitWords(args.srun_args),
+                    fs::path(config_path).parent_path().string() + "/slurm/job-%j-rank-%t.log"};
+      std::error_code ec;  // srun creates the per-rank logs, not their folder
+      fs::create_directories(fs::path(config_path).parent_path() / "slurm", ec);
+      argv = SrunArgv(srun, {worker_bin, "--config", config_path, "--coordinator",
+                             AdvertisedEndpoint(endpoint, HostName())});
+    } else {
+      argv = MpirunArgv(mpirun, worker_bin, config_path, endpoint, args);
+    }
     argv.insert(argv.end(), {"--generation", std::to_string(generation)});
+    // The CURVE keys the coordinator generated in RUN_DIR/keys (coordinator/SECURITY.md).
+    if (args.insecure) {
+      argv.push_back("--insecure");
+    } else {
+      argv.insert(argv.end(), {"--keys", fs::path(config_path).parent_path().string() + "/keys"});
+    }
+    for (std::string& word : SplitWords(args.worker_args)) argv.push_back(std::move(word));
     started = StartLogged(argv, workers, /*echo=*/true);
     if (started.ok()) {
       workers->process = std::move(started).value();
-      LOG(INFO) << "[pretrain] workers: " << args.workers << " ranks under mpirun (pid " << workers->process->pid()
+      LOG(INFO) << "[pretrain] workers: " << args.workers << " ranks under " << args.launcher << " (pid " << workers->process->pid()
                 << ", generation " << generation << "); output here and in " << workers->log_path;
     } else {
       LOG(ERROR) << "[pretrain] " << started.status().message();
@@ -511,10 +507,18 @@ int RunPretrain(const PretrainArgs& args) {
   if (!coordinator_bin.ok()) return Fail(coordinator_bin.status());
   Result<std::string> worker_bin = LocateBinary("bert-worker", "BERT_WORKER_BIN");
   if (!worker_bin.ok()) return Fail(worker_bin.status());
-  const std::optional<std::string> mpirun = FindExecutable("mpirun");
+  Result<LauncherKind> launcher = ParseLauncher(args.launcher);
+  if (!launcher.ok()) return Fail(launcher.status());
+  const std::optional<std::string> mpirun = FindExecutable(LauncherName(*launcher));  // or srun
   if (!mpirun) {
-    return Fail(Status::NotFound("mpirun not found on PATH: install Open MPI (apt-get install openmpi-bin, "
-                                 "or run scripts/setup.sh)"));
+    return Fail(Status::NotFound(*launcher == LauncherKind::kSrun
+                                     ? "srun not found on PATH: --launcher srun runs inside a Slurm allocation"
+                                     : "mpirun not found on PATH: install Open MPI (apt-get install openmpi-bin, "
+                                       "or run scripts/setup.sh)"));
+  }
+  if (*launcher == LauncherKind::kSrun && ::geteuid() == 0) {  // Open MPI ranks under srun refuse root otherwise
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
   }
   const std::string& run_dir = config->run_dir;
   Result<bool> resumed = FreezeConfig(*config);
@@ -538,11 +542,19 @@ int RunPretrain(const PretrainArgs& args) {
   double backoff_s = args.restart_backoff_s;
   for (uint64_t generation = 0;; ++generation) {
     Child coordinator("coordinator", run_dir + "/coordinator/coordinator.log");
-    Child workers("workers (mpirun)", run_dir + "/workers.log");
+    Child workers(std::string("workers (") + LauncherName(*launcher) + ")", run_dir + "/workers.log");
     const bool interrupted =
         RunOnce(args, *coordinator_bin, *worker_bin, *mpirun, config_path, endpoint_path, generation, &coordinator,
                 &workers);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (g_checkpoint_signals.load() > 0 && !interrupted) {  // stopped for preemption: no relaunch here
+      const bool complete = coordinator.exit_code() == 0 && workers.exit_code().value_or(0) == 0;
+      if (!complete) {
+        LOG(WARNING) << "[pretrain] stopped on SIGUSR1 at " << ReadTrimmed(run_dir + "/checkpoints/latest")
+                     << "; the same command (or bertctl resume " << run_dir << ") resumes from there";
+      }
+      return Report(coordinator, workers, /*interrupted=*/!complete, seconds, run_dir);
+    }
     if (interrupted || !Retryable(coordinator, workers) || generation >= static_cast<uint64_t>(args.max_restarts)) {
       if (!interrupted && generation >= static_cast<uint64_t>(args.max_restarts) && Retryable(coordinator, workers) &&
           args.max_restarts > 0) {
@@ -556,10 +568,10 @@ int RunPretrain(const PretrainArgs& args) {
                  << " s, from " << (latest.empty() ? std::string("the start (no checkpoint yet)") : latest);
     const Clock::time_point resume_at =
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(backoff_s * 1000));
-    while (Clock::now() < resume_at && g_signal_count.load() == 0) {
+    while (Clock::now() < resume_at && g_signal_count.load() == 0 && g_checkpoint_signals.load() == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    if (g_signal_count.load() > 0) return Report(coordinator, workers, true, seconds, run_dir);
+    if (g_signal_count.load() > 0 || g_checkpoint_signals.load() > 0) return Report(coordinator, workers, true, seconds, run_dir);
     backoff_s = std::min(60.0, backoff_s * 2);
     std::error_code ignored;
     fs::remove(endpoint_path, ignored);
@@ -596,7 +608,9 @@ std::function<int()> SetupPretrain(CLI::App& app) {
       "\n"
       "Exit codes: 0 run complete; 1 error, or the workers failed (the last line names who exited with what);\n"
       "2 bad flag or config, or RUN_DIR taken by another config; 3 a worker died and the others were aborted;\n"
-      "5 not every rank registered in time; 6 interrupted; 7 a corrupt corpus or checkpoint.");
+      "5 not every rank registered in time; 6 interrupted; 7 a corrupt corpus or checkpoint.\n"
+      "SIGUSR1 (a Slurm preemption notice; see bertctl submit): the coordinator checkpoints at the next step\n"
+      "boundary and stops the workers; bertctl exits 6 and the same command resumes from that checkpoint.");
   cmd->add_option("--config", args->config_path, "Run config (YAML), e.g. configs/runs/tiny.yaml")->required();
   cmd->add_option("--workers", args->workers, "Worker processes (ranks)")
       ->capture_default_str()
@@ -609,6 +623,8 @@ std::function<int()> SetupPretrain(CLI::App& app) {
   cmd->add_option("--coordinator-args", args->coordinator_args,
                   "Extra bert-coordinator flags, e.g. \"--heartbeat-timeout-ms 10000\"");
   cmd->add_flag("--show-coordinator", args->show_coordinator, "Also show the coordinator's output here");
+  cmd->add_flag("--insecure", args->insecure,
+                "Run the control plane without CURVE authentication (passed to the coordinator and the workers)");
   cmd->add_option("--max-restarts", args->max_restarts,
                   "Relaunch coordinator and workers from the latest checkpoint after a retryable failure "
                   "(a dead worker or coordinator) up to this many times")
@@ -617,6 +633,12 @@ std::function<int()> SetupPretrain(CLI::App& app) {
   cmd->add_option("--restart-backoff-s", args->restart_backoff_s, "Wait before the first relaunch; doubles each time")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  cmd->add_option("--launcher", args->launcher,
+                  "mpirun (this machine), or srun (inside a Slurm allocation: `srun --mpi=pmix --ntasks=N`, per-rank "
+                  "logs RUN_DIR/slurm/job-JOB-rank-R.log; with --bind tcp://0.0.0.0:* workers get this host's name)")
+      ->capture_default_str();
+  cmd->add_option("--srun-args", args->srun_args, "Extra srun flags, e.g. \"--ntasks-per-node=8 --gpus-per-task=1\"");
+  cmd->add_option("--worker-args", args->worker_args, "Extra bert-worker flags, e.g. \"--checksum-every 10\"");
   return [args] { return RunPretrain(*args); };
 }
 
@@ -633,11 +655,19 @@ std::function<int()> SetupResume(CLI::App& app) {
       "checkpoint (a damaged newest one is skipped and named), the workers restore weights, optimizer, schedule\n"
       "and RNG, and the data continues at the checkpoint's step. --workers N resumes with another world size\n"
       "(the same global batches follow). Exit codes as for bertctl pretrain.\n"
+      "A run submitted with bertctl submit (RUN_DIR/slurm.json) is resubmitted to Slurm instead.\n"
       "Example: bertctl resume runs/tiny");
   cmd->add_option("RUN_DIR", *run_dir, "The run directory (holds config.yaml)")->required();
   cmd->add_option("--workers", *workers, "Another number of workers than the run used")
       ->check(CLI::Range(1u, kMaxWorldSize));
   return [run_dir, workers] {
+    if (fs::exists(SlurmRecordPath(*run_dir))) {  // submitted with bertctl submit: resubmit the batch job
+      Result<std::string> id = ResubmitRun(*run_dir);
+      if (!id.ok()) return Fail(id.status());
+      LOG(INFO) << "[pretrain] resubmitted " << *run_dir << " as Slurm job " << *id
+                << "; it resumes from the latest checkpoint (bertctl status " << *run_dir << ")";
+      return static_cast<int>(kExitOk);
+    }
     PretrainArgs args;
     args.config_path = *run_dir + "/config.yaml";
     if (!fs::exists(args.config_path)) {

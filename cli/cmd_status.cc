@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/slurm_job.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/run_config.h"
@@ -45,6 +46,8 @@ struct StatusArgs {
   bool watch = false;
   double interval_s = 2;
   bool json = false;
+  std::string token_file;  // bearer token for a coordinator started with --http-token-file; "": none
+  std::string token;       // its first line, read by RunStatus()
 };
 
 struct Fetched {
@@ -61,8 +64,9 @@ std::string Trim(std::string s) {
 
 bool IsUrl(const std::string& target) { return target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0; }
 
-// GET URL/status; null on any failure (unreachable, not JSON).
-Json FetchLive(const std::string& url, std::string* error) {
+// GET URL/status (with the bearer token, if any); null on any failure
+// (unreachable, refused, not JSON).
+Json FetchLive(const std::string& url, const std::string& token, std::string* error) {
   const size_t scheme = url.find("://");
   const size_t path_at = url.find('/', scheme + 3);
   const std::string base = path_at == std::string::npos ? url : url.substr(0, path_at);
@@ -71,7 +75,9 @@ Json FetchLive(const std::string& url, std::string* error) {
   httplib::Client client(base);
   client.set_connection_timeout(std::chrono::milliseconds(kConnectTimeoutMs));
   client.set_read_timeout(std::chrono::milliseconds(kReadTimeoutMs));
-  httplib::Result result = client.Get(path + "status");
+  httplib::Headers headers;
+  if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+  httplib::Result result = client.Get(path + "status", headers);
   if (!result) {
     *error = result.error() == httplib::Error::Connection ? "cannot connect"
              : result.error() == httplib::Error::Read      ? "no answer"
@@ -79,7 +85,8 @@ Json FetchLive(const std::string& url, std::string* error) {
     return nullptr;
   }
   if (result->status != 200) {
-    *error = "HTTP " + std::to_string(result->status);
+    *error = "HTTP " + std::to_string(result->status) +
+             (result->status == 401 ? (token.empty() ? " (it requires a token: --token-file)" : " (wrong token)") : "");
     return nullptr;
   }
   Json status = Json::parse(result->body, nullptr, /*allow_exceptions=*/false);
@@ -149,7 +156,7 @@ Json FromRunDir(const std::string& run_dir, std::string* note) {
   return status;
 }
 
-Fetched Fetch(const std::string& target) {
+Fetched Fetch(const std::string& target, const std::string& token) {
   Fetched fetched;
   std::string run_dir;
   if (IsUrl(target)) {
@@ -161,7 +168,7 @@ Fetched Fetch(const std::string& target) {
   }
   std::string error = "no status URL in " + run_dir + "/coordinator/http";
   if (!fetched.url.empty()) {
-    fetched.status = FetchLive(fetched.url, &error);
+    fetched.status = FetchLive(fetched.url, token, &error);
     if (!fetched.status.is_null()) {
       fetched.live = true;
       return fetched;
@@ -267,13 +274,19 @@ void PrintView(const Fetched& fetched) {
 // Prints the status once; returns the exit code. *final: nothing more will
 // change (the run is done, or failed and its coordinator is gone).
 int ShowOnce(const StatusArgs& args, bool clear, bool* final) {
-  const Fetched fetched = Fetch(args.target);
+  const Fetched fetched = Fetch(args.target, args.token);
   const std::string state = fetched.status.is_object() ? fetched.status.value("state", "") : "";
   *final = state == "done" || (state == "failed" && !fetched.live);
   const bool finished = fetched.status.is_object() && fetched.status.value("state", "") == "done";
-  const int code = fetched.status.is_null() ? kNothing : fetched.live || finished ? kShown : kLastKnown;
+  // A submitted run (bertctl submit): its Slurm job's state comes first.
+  const std::optional<RunJobStatus> slurm = IsUrl(args.target) ? std::nullopt : RunSlurmStatus(args.target);
+  const int code = fetched.status.is_null() ? (slurm ? kShown : kNothing) : fetched.live || finished ? kShown : kLastKnown;
   if (args.json) {
     Json out = fetched.status.is_null() ? Json::object() : fetched.status;
+    if (slurm) {
+      out["slurm"] = {{"job_id", slurm->job_id}, {"job_name", slurm->job_name}, {"state", slurm->job.state},
+                      {"reason", slurm->job.reason}, {"source", slurm->job.source}, {"error", slurm->error}};
+    }
     out["source"] = fetched.live ? "coordinator" : fetched.status.is_null() ? "none" : "run_dir";
     out["coordinator_reachable"] = fetched.live;
     if (!fetched.live) out["note"] = fetched.note;
@@ -281,6 +294,14 @@ int ShowOnce(const StatusArgs& args, bool clear, bool* final) {
     return code;
   }
   if (clear) std::cout << "\033[H\033[2J";
+  if (slurm) {
+    std::cout << "slurm job " << (slurm->job_id.empty() ? "?" : slurm->job_id) << " (" << slurm->job_name << "): "
+              << (!slurm->error.empty()          ? "unknown: " + slurm->error
+                  : slurm->job.state.empty()     ? std::string("unknown to Slurm (finished and forgotten)")
+                  : slurm->job.reason.empty()    ? slurm->job.state
+                                                 : slurm->job.state + " (" + slurm->job.reason + ")")
+              << "\n";
+  }
   if (fetched.status.is_null()) {
     std::cout << "bertctl status: " << fetched.note << "; nothing to show for " << args.target << std::endl;
   } else {
@@ -290,10 +311,19 @@ int ShowOnce(const StatusArgs& args, bool clear, bool* final) {
   return code;
 }
 
-int RunStatus(const StatusArgs& args) {
+int RunStatus(StatusArgs args) {
   if (!IsUrl(args.target) && !fs::is_directory(args.target)) {
     std::cerr << "bertctl status: " << args.target << " is neither a run directory nor an http:// URL\n";
     return kUsage;
+  }
+  if (!args.token_file.empty()) {
+    Result<std::string> text = ReadFile(args.token_file);
+    args.token = text.ok() ? Trim(text->substr(0, text->find('\n'))) : "";
+    if (args.token.empty()) {
+      std::cerr << "bertctl status: --token-file " << args.token_file << ": "
+                << (text.ok() ? "line 1 holds no token" : text.status().message()) << "\n";
+      return kUsage;
+    }
   }
   bool final = false;
   if (!args.watch) return ShowOnce(args, false, &final);
@@ -326,6 +356,9 @@ std::function<int()> SetupStatus(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_flag("--json", args->json, "Print the status JSON (one line per refresh) instead of the view");
+  cmd->add_option("--token-file", args->token_file,
+                  "Send 'Authorization: Bearer TOKEN' (TOKEN: this file's first line), for a coordinator started "
+                  "with --http-token-file");
   return [args] { return RunStatus(*args); };
 }
 

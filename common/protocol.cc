@@ -151,6 +151,7 @@ const char* RejectName(Reject reason) {
     case Reject::kStaleGeneration: return "stale_generation";
     case Reject::kUnregisteredPeer: return "unregistered_peer";
     case Reject::kUnexpectedAck: return "unexpected_ack";
+    case Reject::kExcessCredit: return "excess_credit";
     case Reject::kCount: break;
   }
   return "unknown";

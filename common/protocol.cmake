@@ -23,6 +23,8 @@ add_custom_command(
   COMMENT "protoc common/protocol.proto"
   VERBATIM)
 
-add_library(bert_protocol STATIC ${CMAKE_SOURCE_DIR}/common/protocol.cc ${BERT_PROTO_SOURCES})
+# curve_keys.cc: the run's CURVE key files (common/curve_keys.h).
+add_library(bert_protocol STATIC ${CMAKE_SOURCE_DIR}/common/protocol.cc ${CMAKE_SOURCE_DIR}/common/curve_keys.cc
+                          ${BERT_PROTO_SOURCES})
 target_include_directories(bert_protocol PUBLIC ${CMAKE_SOURCE_DIR} ${BERT_PROTO_OUT_DIR})
 target_link_libraries(bert_protocol PUBLIC protobuf::libprotobuf cppzmq glog::glog Threads::Threads)

@@ -1,7 +1,9 @@
 // The coordinator <-> worker protocol, in one place (STYLE.md, habit 1).
 //
 // Transport. ZeroMQ over TCP: the coordinator binds a ROUTER socket, each
-// worker connects a DEALER. A message is a ZeroMQ multipart message:
+// worker connects a DEALER. The connection is CURVE-encrypted and admitted
+// only with the run's worker key (common/curve_keys.h, coordinator/SECURITY.md)
+// unless both sides run --insecure. A message is a ZeroMQ multipart message:
 //
 //   [identity]   added and stripped by the ROUTER; the worker never sees it
 //   [envelope]   a bert.proto.Envelope (common/protocol.proto), at most
@@ -116,6 +118,7 @@ enum class Reject : int {
   kStaleGeneration,    // Register from another launcher generation than the registered workers'
   kUnregisteredPeer,   // anything but Register from a peer that has not registered
   kUnexpectedAck,      // Ack of a batch not sent to this peer, or acked twice
+  kExcessCredit,       // Credit for more batches than were sent and not yet credited (the prefetch cap)
   kCount,
 };
 const char* RejectName(Reject reason);

@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 
 #include <glog/logging.h>
 #include <xxhash.h>
+#include <zmq.h>
 
 namespace bert {
 namespace {
@@ -14,6 +16,10 @@ namespace {
 constexpr int kMaxPollMs = 50;
 constexpr int kCloseLingerMs = 1000;
 constexpr char kPipeEndpoint[] = "inproc://coordinator-client-outbox";
+constexpr char kMonitorEndpoint[] = "inproc://coordinator-client-monitor";
+// A handshake that fails without a reason may be a connection cut short;
+// this many in a row mean the coordinator does not know our server key.
+constexpr int kMaxSilentHandshakeFailures = 3;
 
 std::string Hostname() {
   char name[256] = {0};
@@ -82,9 +88,11 @@ const char* EndReasonName(EndReason reason) {
 CoordinatorClient::CoordinatorClient(ClientOptions options)
     : options_(std::move(options)),
       dealer_(context_, zmq::socket_type::dealer),
+      monitor_(context_, zmq::socket_type::pair),
       pipe_out_(context_, zmq::socket_type::pair),
       pipe_in_(context_, zmq::socket_type::pair) {
   ConfigureSocket(dealer_, options_.max_batch_bytes + int64_t{kMaxControlFrameBytes}, kCloseLingerMs);
+  if (options_.keys) SetCurveClient(dealer_, *options_.keys);
   // One client per context, so the inproc name is private to this object.
   pipe_out_.bind(kPipeEndpoint);
   pipe_in_.connect(kPipeEndpoint);
@@ -95,7 +103,36 @@ CoordinatorClient::~CoordinatorClient() {
   if (io_thread_.joinable()) io_thread_.join();
 }
 
+std::string CoordinatorClient::HandshakeFailure(int* silent_failures) {
+  zmq::message_t event, address;
+  while (monitor_.recv(event, zmq::recv_flags::dontwait)) {
+    if (!event.more() || !monitor_.recv(address, zmq::recv_flags::none) || event.size() < 6) continue;
+    uint16_t id = 0;
+    uint32_t value = 0;
+    std::memcpy(&id, event.data(), sizeof(id));
+    std::memcpy(&value, static_cast<const char*>(event.data()) + sizeof(id), sizeof(value));
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      return Where() + " refused this worker's credentials (ZAP status " + std::to_string(value) +
+             "): not the run's RUN_DIR/keys, too many peers, or --insecure on one side only";
+    }
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+      return Where() + ": handshake failed (ZMTP protocol error " + std::to_string(value) +
+             "): CURVE on one side and --insecure on the other?";
+    }
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && ++*silent_failures >= kMaxSilentHandshakeFailures) {
+      return Where() + ": handshake failed " + std::to_string(*silent_failures) +
+             " times: server.pub of another run, or CURVE on one side and --insecure on the other?";
+    }
+  }
+  return "";
+}
+
 Result<RunInfo> CoordinatorClient::Register() {
+  // Handshake failures would otherwise look like a silent coordinator.
+  constexpr int kEvents =
+      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+  if (zmq_socket_monitor(dealer_.handle(), kMonitorEndpoint, kEvents) == 0) monitor_.connect(kMonitorEndpoint);
+  int silent_failures = 0;
   try {
     dealer_.connect(options_.endpoint);
   } catch (const zmq::error_t& e) {
@@ -118,6 +155,10 @@ Result<RunInfo> CoordinatorClient::Register() {
   for (int64_t now = MonotonicMs(); now < deadline; now = MonotonicMs()) {
     zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0}};
     PollSockets(items, 1, static_cast<int>(std::min<int64_t>(deadline - now, kMaxPollMs)));
+    if (const std::string failure = HandshakeFailure(&silent_failures); !failure.empty()) {
+      End(EndReason::kRefused, failure);
+      return Status::FailedPrecondition(end_message());
+    }
     Frames frames;
     while (RecvMessage(dealer_, 2, &frames)) {
       proto::Envelope reply;
@@ -132,6 +173,7 @@ Result<RunInfo> CoordinatorClient::Register() {
                                      reply.registration_reply().reason());
         return Status::FailedPrecondition(end_message());
       }
+      zmq_socket_monitor(dealer_.handle(), nullptr, 0);  // only Register() reads its events
       run_ = FromReply(reply.registration_reply());
       last_acked_step_ = run_.start_step;
       io_thread_ = std::thread([this] { IoLoop(); });

@@ -24,6 +24,11 @@
 // abort callback runs on the I/O thread (e.g. to abort NCCL collectives that
 // would otherwise hang), and NextBatch() returns the error.
 //
+// Authentication: with ClientOptions::keys the connection is CURVE; a
+// coordinator that refuses the handshake (another run's keys, or a plain
+// client against a CURVE coordinator) ends Register() at once with
+// EndReason::kRefused and a message saying so, instead of a timeout.
+//
 // Thread safety: NextBatch() from one thread; Ack() from any thread;
 // Register() once, first. Errors name the coordinator's endpoint.
 #pragma once
@@ -40,6 +45,7 @@
 
 #include <zmq.hpp>
 
+#include "common/curve_keys.h"
 #include "common/protocol.h"
 #include "common/status.h"
 #include "datapipe/batch_codec.h"
@@ -56,6 +62,9 @@ struct ClientOptions {
   uint64_t generation = 0;           // launcher restart count
   int register_timeout_ms = 60000;   // no RegisterReply by then: the coordinator is lost
   int64_t max_batch_bytes = int64_t{1} << 30;  // ZMQ_MAXMSGSIZE and the batch decode limit
+  // CURVE keys (LoadWorkerKeys(RUN_DIR/keys)); nullopt: a plain connection,
+  // which a coordinator only accepts with --insecure.
+  std::optional<WorkerKeys> keys;
 };
 
 // What RegisterReply told the worker.
@@ -152,6 +161,9 @@ class CoordinatorClient {
   uint64_t rejected_messages() const { return rejected_.load(); }
 
  private:
+  // Register(): a one-line reason when the monitor saw the handshake fail
+  // for good, else "".
+  std::string HandshakeFailure(int* silent_failures);
   void IoLoop();
   void HandleIncoming(Frames& frames);
   Status CheckAndDecode(const proto::BatchHeader& header, const zmq::message_t& payload, WorkerBatch* out) const;
@@ -164,6 +176,7 @@ class CoordinatorClient {
   RunInfo run_;
   zmq::context_t context_{1};
   zmq::socket_t dealer_;     // owned by the caller in Register(), then by the I/O thread
+  zmq::socket_t monitor_;    // Register(): the dealer's handshake failures
   zmq::socket_t pipe_out_;   // I/O thread: messages to forward to the coordinator
   std::mutex pipe_mutex_;    // guards pipe_in_ (any thread sends through it)
   zmq::socket_t pipe_in_;

@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/curve_keys.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "common/protocol.h"
@@ -27,6 +28,9 @@ namespace {
 // Set by SIGINT/SIGTERM; the server loop polls it (a handler only sets a flag).
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
+// Set by SIGUSR1 (a launcher's preemption notice): checkpoint, then stop.
+std::atomic<bool> g_checkpoint_and_stop{false};
+void OnCheckpointSignal(int) { g_checkpoint_and_stop.store(true); }
 
 struct Args {
   std::string config_path;
@@ -38,6 +42,9 @@ struct Args {
   bool without_checkpoints = false;  // data-only consumers: resume from the ledger, no commits
   std::string http_bind = "127.0.0.1:0";  // status HTTP (HOST:PORT, port 0: any free one; "off": none)
   int http_linger_ms = 0;            // keep serving status this long after the run ended
+  std::string keys_dir;              // CURVE keys; default: RUN_DIR/keys (generated on first start)
+  bool insecure = false;             // no CURVE: any host that reaches --bind may join
+  std::string http_token_file;       // bearer token the status HTTP requires; "": none
   double straggler_factor = 1.5;     // busy time over this x the median ...
   int straggler_steps = 5;           // ... for this many steps in a row: a straggler
   bert::ServerOptions server;
@@ -85,6 +92,10 @@ bert::Status CheckArgs(const Args& args) {
   if (args.straggler_factor <= 1 || !std::isfinite(args.straggler_factor)) {
     return bert::Status::InvalidArgument("--straggler-factor: must be a number above 1");
   }
+  if (args.insecure && !args.keys_dir.empty()) {
+    return bert::Status::InvalidArgument("--keys and --insecure: choose one");
+  }
+  if (s.max_peers < 0) return bert::Status::InvalidArgument("--max-peers: must be >= 0 (0: 2 x world size + 16)");
   if (args.straggler_steps < 1) return bert::Status::InvalidArgument("--straggler-steps: must be >= 1");
   if (args.http_linger_ms < 0) return bert::Status::InvalidArgument("--http-linger-ms: must be >= 0");
   if (args.http_bind != "off") {
@@ -141,6 +152,20 @@ void AddOptions(CLI::App& app, Args* args) {
       ->capture_default_str();
   app.add_option("--straggler-steps", args->straggler_steps, "... for this many steps in a row is a straggler")
       ->capture_default_str();
+  app.add_option("--keys", args->keys_dir,
+                 "CURVE key directory (server.secret, worker.pub, ...); default RUN_DIR/keys, generated on the first "
+                 "start and reused on resume. Workers need its server.pub and worker.secret");
+  app.add_flag("--insecure", args->insecure,
+               "No CURVE authentication or encryption: any host that reaches --bind can join the run and read its "
+               "batches (trusted networks and debugging only)");
+  app.add_option("--max-peers", args->server.max_peers,
+                 "Refuse new handshakes while this many connections are open (0: 2 x world size + 16)")
+      ->capture_default_str();
+  app.add_option("--max-unacked", args->server.max_unacked,
+                 "Batches sent to a worker and not acknowledged, at most (0: 2 x (prefetch + micro-batches))")
+      ->capture_default_str();
+  app.add_option("--http-token-file", args->http_token_file,
+                 "The status HTTP requires 'Authorization: Bearer TOKEN', TOKEN being this file's first line");
   app.add_option("--dump-ledger", args->dump_ledger,
                  "Print the ledger of RUN_DIR as JSON lines (meta, epochs, batches) and exit");
 }
@@ -155,6 +180,7 @@ int Serve(Args& args) {
   options.run_id = args.run_id.empty() ? config->name : args.run_id;
   options.total_steps = static_cast<uint64_t>(config->train.steps);
   options.stop = &g_stop;
+  options.checkpoint_and_stop = &g_checkpoint_and_stop;
   auto geometry = bert::DispatchGeometry::Make(config->train.global_batch_size, args.world_size,
                                                config->train.micro_batch_size);
   if (!geometry.ok()) return Fail(geometry.status());
@@ -257,7 +283,27 @@ int Serve(Args& args) {
   bert::Status metrics_opened = board.OpenMetricsFile();
   if (!metrics_opened.ok()) return Fail(metrics_opened);
   options.board = &board;
+  bert::SecurityCounters security_counters;
+  options.counters = &security_counters;
+  if (args.insecure) {
+    LOG(WARNING) << "[coord] --insecure: workers are not authenticated and batches travel in the clear";
+  } else {
+    const std::string keys_dir = args.keys_dir.empty() ? bert::KeysDir(run_dir) : args.keys_dir;
+    bool created = false;
+    bert::Result<bert::ServerKeys> keys = bert::LoadOrCreateServerKeys(keys_dir, &created);
+    if (!keys.ok()) return Fail(keys.status());
+    LOG(INFO) << "[coord] CURVE on: " << (created ? "generated" : "reusing") << " the run's keys in " << keys_dir
+              << " (server " << bert::KeyTag(keys->server.public_z85) << "..., workers "
+              << bert::KeyTag(keys->worker_public_z85) << "...)";
+    options.keys = *keys;
+  }
   bert::StatusService status(&board, run_dir + "/coordinator/status.json");
+  status.SetSecurityCounters(&security_counters);
+  if (!args.http_token_file.empty()) {
+    bert::Result<std::string> token = bert::ReadBearerToken(args.http_token_file);
+    if (!token.ok()) return Fail(token.status());
+    status.SetBearerToken(*token);
+  }
   bert::Result<std::string> url = status.Start(args.http_bind == "off" ? "" : args.http_bind);
   if (!url.ok()) return Fail(url.status());
   if (!url->empty()) {
@@ -303,8 +349,12 @@ int main(int argc, char** argv) {
       "A restarted coordinator resumes from the ledger's cursor (the first step not acknowledged by all ranks).\n"
       "Exit codes: 0 run complete, 1 error, 2 bad flag/config, 3 a worker died (the others were told to abort),\n"
       "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM), 7 damaged checkpoints only.\n"
+      "SIGUSR1 (preemption, a Slurm time limit): checkpoint at the next step boundary, stop the workers once it\n"
+      "is committed, exit 6; a restart resumes from that checkpoint.\n"
       "Checkpoints: workers write shards into RUN_DIR/checkpoints/.staging-step-N, the coordinator commits\n"
-      "them (manifest.json last, rename, latest); a restart resumes from the latest good one.");
+      "them (manifest.json last, rename, latest); a restart resumes from the latest good one.\n"
+      "Security (coordinator/SECURITY.md): CURVE with the run's keys in RUN_DIR/keys (generated on the first\n"
+      "start; workers need server.pub and worker.secret) unless --insecure; --http-token-file for the status HTTP.");
   Args args;
   AddOptions(app, &args);
   try {
@@ -319,5 +369,6 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
+  std::signal(SIGUSR1, OnCheckpointSignal);
   return Serve(args);
 }

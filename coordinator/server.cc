@@ -38,7 +38,7 @@ std::string ServerStats::ToJson() const {
                       {"rejects_total", total_rejects()}, {"elapsed_s", elapsed_s},
                       {"build_cpu_s", build_cpu_s}, {"samples_built", samples_built},
                       {"checkpoints_committed", checkpoints_committed},
-                      {"last_checkpoint_step", last_checkpoint_step}};
+                      {"last_checkpoint_step", last_checkpoint_step}, {"security", security}};
   return j.dump();
 }
 
@@ -47,6 +47,7 @@ Server::Server(const ServerOptions& options, const DataSource& data, const Dispa
       data_(data),
       geometry_(geometry),
       ledger_(ledger),
+      counters_(options.counters != nullptr ? options.counters : &own_counters_),
       router_(context_, zmq::socket_type::router),
       registry_(options.run_id, geometry.world_size),
       tracker_(ledger->cursor(), uint64_t{geometry.world_size} * geometry.micro_batches),
@@ -60,6 +61,7 @@ Server::Server(const ServerOptions& options, const DataSource& data, const Dispa
 Server::~Server() {
   builder_.reset();  // joins the pool before the sockets go
   router_.close();
+  auth_.reset();
   context_.close();  // waits up to linger_ms for the last messages to leave
 }
 
@@ -67,6 +69,21 @@ Result<std::string> Server::Bind() {
   ConfigureSocket(router_, options_.max_message_bytes, options_.linger_ms);
   // Sending to a peer that is gone fails instead of vanishing silently.
   router_.set(zmq::sockopt::router_mandatory, 1);
+  // The ZAP handler must serve before the first handshake; with a ZAP domain
+  // libzmq asks it about NULL (--insecure) handshakes too, for the peer cap.
+  AuthenticatorOptions auth_options;
+  auth_options.worker_public_z85 = options_.keys ? options_.keys->worker_public_z85 : "";
+  auth_options.max_peers = options_.max_peers > 0 ? options_.max_peers : 2 * int64_t{geometry_.world_size} + 16;
+  auth_ = std::make_unique<Authenticator>(&context_, auth_options, counters_);
+  BERT_RETURN_IF_ERROR(auth_->Start(router_));
+  router_.set(zmq::sockopt::zap_domain, "bert");
+  router_.set(zmq::sockopt::handshake_ivl, options_.handshake_timeout_ms);
+  if (options_.keys) {
+    SetCurveServer(router_, *options_.keys);
+  } else {
+    LOG(WARNING) << "[coord] CURVE is off (--insecure): any host that reaches " << options_.bind
+                 << " can register as a worker and read the batches";
+  }
   try {
     router_.bind(options_.bind);
   } catch (const zmq::error_t& e) {
@@ -180,7 +197,7 @@ void Server::HandleRegister(const std::string& identity, const proto::Register& 
 void Server::HandleCredit(uint32_t rank, const proto::Credit& credit) {
   RankStream& stream = streams_[rank];
   if (credit.credits() > stream.uncredited) {
-    return CountReject(Reject::kBadField, registry_.Find(rank)->identity,
+    return CountReject(Reject::kExcessCredit, registry_.Find(rank)->identity,
                        "Credit of " + std::to_string(credit.credits()) + " but only " +
                            std::to_string(stream.uncredited) + " batches are uncredited");
   }
@@ -239,6 +256,7 @@ void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard)
 
 void Server::CountReject(Reject reason, const std::string& identity, const std::string& detail) {
   const uint64_t count = ++stats_.rejects[static_cast<size_t>(reason)];
+  ++counters_->rejects[static_cast<size_t>(reason)];
   if (count <= kRejectsLoggedInFull || count % 1000 == 0) {
     LOG(WARNING) << "[coord] dropped a message from " << DescribePeer(identity) << ": " << detail << " ("
                  << RejectName(reason) << ", " << count << " so far)";
@@ -276,13 +294,17 @@ void Server::RequestAhead(uint32_t rank) {
 void Server::SendBatches() {
   for (uint32_t rank = 0; rank < geometry_.world_size; ++rank) {
     if (registry_.Find(rank) == nullptr) continue;
-    while (streams_[rank].credits > 0 && streams_[rank].next_send.step < options_.total_steps && SendNext(rank)) {
+    const uint64_t end_step = stop_at_step_ > 0 ? std::min(stop_at_step_, options_.total_steps) : options_.total_steps;
+    while (streams_[rank].credits > 0 && streams_[rank].next_send.step < end_step && SendNext(rank)) {
     }
   }
 }
 
 bool Server::SendNext(uint32_t rank) {
   RankStream& stream = streams_[rank];
+  const uint64_t max_unacked =
+      options_.max_unacked > 0 ? options_.max_unacked : 2 * (uint64_t{options_.prefetch} + geometry_.micro_batches);
+  if (stream.unacked.size() >= max_unacked) return false;  // it credits without acking: it waits
   const BatchKey key = stream.next_send;
   std::optional<BuiltBatch> built = builder_->Take(key);
   if (!built) return false;
@@ -361,6 +383,35 @@ int Server::CheckRunState(int64_t now_ms) {
                                           std::to_string(options_.register_timeout_ms) + " ms");
   }
   if (options_.stop != nullptr && options_.stop->load()) return Finish(kExitInterrupted, "interrupted by a signal");
+  if (options_.checkpoint_and_stop != nullptr && options_.checkpoint_and_stop->load()) return CheckpointAndStop();
+  return -1;
+}
+
+int Server::CheckpointAndStop() {
+  if (stop_at_step_ == 0) {
+    if (options_.committer == nullptr || !registry_.AllRegistered()) {
+      return Finish(kExitInterrupted, "checkpoint-and-stop (SIGUSR1) before every rank registered: stopping; the "
+                                      "run resumes from its latest checkpoint");
+    }
+    // The first step that no rank has received all batches of yet, plus one:
+    // the order (sent after every batch already sent, on the same ordered
+    // connections) reaches each rank before it can finish that step.
+    uint64_t step = 0;
+    for (const RankStream& stream : streams_) step = std::max(step, stream.next_send.step + 1);
+    stop_at_step_ = std::min(step, options_.total_steps);
+    options_.committer->Request(stop_at_step_);  // the shards of an out-of-schedule step are expected
+    proto::Envelope envelope = MakeEnvelope();
+    envelope.mutable_checkpoint_request()->set_step(stop_at_step_);
+    SendToAll(envelope);
+    LOG(WARNING) << "[coord] checkpoint-and-stop (SIGUSR1): ordered a checkpoint at step " << stop_at_step_
+                 << "; no batch after it is sent; stopping once it is committed";
+  }
+  // The final step's checkpoint completes the run (CheckRunState) instead.
+  if (stop_at_step_ < options_.total_steps && stats_.last_checkpoint_step >= stop_at_step_) {
+    return Finish(kExitInterrupted, "checkpoint-and-stop (SIGUSR1): checkpoint of step " +
+                                        std::to_string(stats_.last_checkpoint_step) +
+                                        " committed; the run resumes from it");
+  }
   return -1;
 }
 
@@ -382,6 +433,7 @@ int Server::Finish(int exit_code, const std::string& reason, int dead_rank) {
   stats_.elapsed_s = (MonotonicMs() - start_ms_) / 1000.0;
   stats_.build_cpu_s = builder_->build_seconds();
   stats_.samples_built = builder_->samples_built();
+  stats_.security = counters_->ToJson();
   if (options_.board) options_.board->OnFinish(exit_code, reason, dead_rank, MonotonicMs());
   MaybeLogProgress(MonotonicMs(), /*force=*/true);
   if (exit_code == kExitOk) {

@@ -15,8 +15,13 @@
 //   kExitOk            every step acknowledged; Done sent to every worker
 //   kExitAborted       a worker was silent for heartbeat_timeout_ms: the others got Abort
 //   kExitRegistration  not every rank registered within register_timeout_ms
-//   kExitInterrupted   *stop became true: the workers got Abort
+//   kExitInterrupted   *stop became true: the workers got Abort; or
+//                      *checkpoint_and_stop became true and the checkpoint
+//                      it ordered was committed (then the workers got Abort)
 //   kExitError         the ledger or the corpus failed: the workers got Abort
+// Authentication: Bind() starts an Authenticator (ZAP handler and connection
+// monitor, coordinator/authenticator.h) on the server's context before the
+// socket binds; with options.keys the socket is a CURVE server.
 // Not thread-safe: construct, Bind() and Run() on one thread.
 #pragma once
 
@@ -24,14 +29,18 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "common/curve_keys.h"
 #include "common/protocol.h"
 #include "common/status.h"
+#include "coordinator/authenticator.h"
 #include "coordinator/batch_builder.h"
 #include "coordinator/checkpoint_committer.h"
 #include "datapipe/data_source.h"
@@ -55,6 +64,10 @@ struct ServerOptions {
   double progress_every_s = 10;             // progress line interval
   int linger_ms = 2000;                     // to flush the final Done / Abort
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: Abort the workers and return
+  // Set by a signal handler (SIGUSR1: preemption, a time limit): order a
+  // checkpoint at the next step boundary, hold dispatch there, and once it is
+  // committed Abort the workers and return kExitInterrupted. Null: never.
+  const std::atomic<bool>* checkpoint_and_stop = nullptr;
   // Commits checkpoints from the workers' shard reports; the run is complete
   // only once the checkpoint after the last step is committed. Null: no
   // checkpoints (workers that report shards are refused).
@@ -62,6 +75,17 @@ struct ServerOptions {
   std::string resume_checkpoint;            // told to registering workers (RegisterReply.checkpoint)
   uint64_t checkpoint_every = 0;            // told to registering workers
   StatusBoard* board = nullptr;             // fed with what the server sees (monitoring); null: none
+  // Authentication (coordinator/SECURITY.md). With keys the socket is a CURVE
+  // server that admits only keys->worker_public_z85; nullopt: CURVE off
+  // (--insecure), any client within max_peers may connect.
+  std::optional<ServerKeys> keys;
+  int64_t max_peers = 0;                    // open connections beyond this: handshakes refused; 0: 2 x W + 16
+  // Batches sent to a rank and not acked: a worker that credits without
+  // acking gets no more. A real one holds its queue (prefetch) and the step's
+  // micro-batches until the step's all-reduce. 0: 2 x (prefetch + micro-batches per step).
+  uint32_t max_unacked = 0;
+  int handshake_timeout_ms = 5000;          // ZMQ_HANDSHAKE_IVL: a connection that has not authenticated by then goes
+  SecurityCounters* counters = nullptr;     // refusals and rejects, for the status service; null: the server's own
 };
 
 struct ServerStats {
@@ -76,6 +100,7 @@ struct ServerStats {
   double elapsed_s = 0;
   double build_cpu_s = 0;  // CPU time the batch builders spent
   uint64_t samples_built = 0;
+  nlohmann::json security;  // SecurityCounters::ToJson() at the end of the run
   uint64_t total_rejects() const;
   std::string ToJson() const;
 };
@@ -123,6 +148,9 @@ class Server {
   // Checks liveness, completion, timeouts and the stop flag; returns an exit
   // code when the run must end, or -1.
   int CheckRunState(int64_t now_ms);
+  // *checkpoint_and_stop is set: orders the checkpoint (once), then returns
+  // kExitInterrupted when it is committed, or -1 while waiting.
+  int CheckpointAndStop();
   void MaybeLogProgress(int64_t now_ms, bool force);
 
   const ServerOptions options_;
@@ -130,6 +158,9 @@ class Server {
   const DispatchGeometry geometry_;
   Ledger* ledger_;
   zmq::context_t context_{1};
+  SecurityCounters own_counters_;
+  SecurityCounters* counters_;              // options_.counters or &own_counters_
+  std::unique_ptr<Authenticator> auth_;     // ZAP handler; before router_ binds, gone before context_ closes
   zmq::socket_t router_;
   std::unique_ptr<BatchBuilder> builder_;
   WorkerRegistry registry_;
@@ -137,6 +168,7 @@ class Server {
   std::vector<RankStream> streams_;
   Status fatal_;  // set when the ledger or a build fails
   ServerStats stats_;
+  uint64_t stop_at_step_ = 0;  // checkpoint ordered for preemption at this step; no batch of it or later is sent (0: none)
   int64_t start_ms_ = 0, last_heartbeat_ms_ = 0, last_progress_ms_ = 0;
   uint64_t last_progress_samples_ = 0, last_progress_bytes_ = 0, last_progress_cursor_ = 0;
 };

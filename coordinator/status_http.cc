@@ -17,6 +17,8 @@ namespace {
 constexpr int kHttpThreads = 2;          // a dashboard, a scraper and `bertctl status` at once
 constexpr int kStartWaitMs = 5000;       // for the listener to come up
 constexpr time_t kKeepAliveSeconds = 1;  // so that Stop() is not held up by an idle connection
+constexpr size_t kMaxRequestBodyBytes = 4096;  // no route takes a body
+constexpr size_t kMinTokenChars = 16;
 
 std::string Hostname() {
   char name[256] = {0};
@@ -40,6 +42,39 @@ Result<std::pair<std::string, int>> ParseHttpBind(const std::string& bind) {
   return std::make_pair(host, std::stoi(port_text));
 }
 
+Result<std::string> ReadBearerToken(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  if (!text.ok()) return Status::InvalidArgument("--http-token-file " + text.status().message());
+  std::string token = text->substr(0, text->find('\n'));
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) token.pop_back();
+  if (token.size() < kMinTokenChars) {
+    return Status::InvalidArgument(path + ": line 1: the token must be at least 16 characters");
+  }
+  for (char c : token) {
+    if (c <= 0x20 || c > 0x7e) {
+      return Status::InvalidArgument(path + ": line 1: the token must be printable ASCII without spaces");
+    }
+  }
+  return token;
+}
+
+bool StatusService::Refuse(const std::string& method, const std::string& authorization, int* status_code) const {
+  if (method != "GET" && method != "HEAD") {
+    *status_code = 405;
+    return true;
+  }
+  if (bearer_token_.empty()) return false;
+  // Constant time in the token's contents, so timing tells nothing about it.
+  const std::string expected = "Bearer " + bearer_token_;
+  unsigned char differ = authorization.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    differ |= static_cast<unsigned char>(expected[i] ^ (i < authorization.size() ? authorization[i] : 0));
+  }
+  if (differ == 0) return false;
+  *status_code = 401;
+  return true;
+}
+
 StatusService::StatusService(const StatusBoard* board, std::string status_path, int write_every_ms)
     : board_(board), status_path_(std::move(status_path)), write_every_ms_(std::max(100, write_every_ms)) {}
 
@@ -49,6 +84,7 @@ nlohmann::json StatusService::Current() const {
   nlohmann::json status = board_->Snapshot(MonotonicMs());
   status["time_unix_ms"] = UnixMs();
   status["url"] = url_;
+  if (security_ != nullptr) status["security"] = security_->ToJson();
   return status;
 }
 
@@ -60,6 +96,18 @@ Result<std::string> StatusService::Start(const std::string& bind) {
     http_ = std::make_unique<httplib::Server>();
     http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
     http_->set_keep_alive_timeout(kKeepAliveSeconds);
+    http_->set_payload_max_length(kMaxRequestBodyBytes);
+    http_->set_pre_routing_handler([this](const httplib::Request& request, httplib::Response& response) {
+      int code = 0;
+      if (!Refuse(request.method, request.get_header_value("Authorization"), &code)) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      response.status = code;
+      if (code == 405) response.set_header("Allow", "GET, HEAD");
+      if (code == 401) response.set_header("WWW-Authenticate", "Bearer realm=\"bert-coordinator\"");
+      response.set_content(code == 405 ? "read-only: GET or HEAD\n" : "bearer token required\n", "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    });
     // httplib's default adds SO_REUSEPORT, with which a second coordinator
     // could bind the same port and take half the requests. SO_REUSEADDR
     // alone still lets a restarted coordinator rebind its port at once.

@@ -1,6 +1,10 @@
 // StatusService: serves a StatusBoard over HTTP (cpp-httplib) and keeps
 // RUN_DIR/coordinator/status.json current, for the people and tools that
-// watch a run. Read-only: every route is a GET and changes nothing.
+// watch a run. Read-only: every route is a GET (or HEAD) and changes
+// nothing; any other method gets 405. With a bearer token set
+// (--http-token-file), every route answers 401 unless the request carries
+// "Authorization: Bearer TOKEN" (the dashboard page too: open it through a
+// proxy that adds the header, or use status.json).
 //
 //   GET /status    the board's JSON snapshot (StatusBoard::Snapshot), with
 //                  "time_unix_ms" and "url" added
@@ -9,6 +13,9 @@
 //   GET /history   the dashboard's series (StatusBoard::History)
 //   GET /          the dashboard: one self-contained HTML page (no external
 //                  assets) that polls /status and /history and draws charts
+//
+// With SetSecurityCounters(), /status and status.json carry "security":
+// SecurityCounters::ToJson() (refused handshakes, dropped messages).
 //
 // The HTTP server runs on its own threads (httplib's listener plus a small
 // pool); a writer thread rewrites status.json (atomically, temp + rename)
@@ -27,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "coordinator/authenticator.h"
 #include "coordinator/status_board.h"
 
 namespace httplib {
@@ -48,6 +56,11 @@ const char* DashboardHtml();
 // "HOST:PORT" (port 0: any free one) -> host and port. Fails naming the flag.
 Result<std::pair<std::string, int>> ParseHttpBind(const std::string& bind);
 
+// A bearer token from a file: its first line, trimmed. Fails naming the file
+// when it is unreadable, empty, shorter than 16 characters or not printable
+// ASCII without spaces.
+Result<std::string> ReadBearerToken(const std::string& path);
+
 class StatusService {
  public:
   // status_path: where status.json goes ("" for none).
@@ -56,6 +69,10 @@ class StatusService {
   StatusService(const StatusService&) = delete;
   StatusService& operator=(const StatusService&) = delete;
 
+  // Before Start(): requests must carry "Authorization: Bearer TOKEN".
+  void SetBearerToken(std::string token) { bearer_token_ = std::move(token); }
+  // Before Start(): adds "security" to the snapshot; must outlive the service.
+  void SetSecurityCounters(const SecurityCounters* counters) { security_ = counters; }
   // Binds HOST:PORT and starts serving; returns the URL ("http://HOST:PORT/",
   // with this machine's name for a wildcard host). An empty bind serves no
   // HTTP (status.json is still written). Fails naming the address.
@@ -69,8 +86,12 @@ class StatusService {
 
  private:
   void WriteLoop();
+  // 405 for methods other than GET/HEAD, 401 without the token; true if answered.
+  bool Refuse(const std::string& method, const std::string& authorization, int* status_code) const;
 
   const StatusBoard* board_;
+  std::string bearer_token_;                    // "": no token required
+  const SecurityCounters* security_ = nullptr;  // null: no "security" in the snapshot
   const std::string status_path_;
   const int write_every_ms_;
   std::string url_;

@@ -10,6 +10,9 @@ bash scripts/build.sh
 echo "[test] benchmark smoke"
 bash scripts/bench_smoke.sh build
 
+echo "[test] local Slurm cluster (for the slurm tests)"
+bash scripts/slurm_local.sh start
+
 echo "[test] unit and integration tests"
 cd build
 ctest --output-on-failure -j2 --timeout 1200

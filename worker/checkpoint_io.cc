@@ -5,7 +5,9 @@
 #include <glog/logging.h>
 
 #include "common/file_util.h"
+#include "common/run_config.h"
 #include "datapipe/random.h"
+#include "worker/bert_config.h"
 
 namespace bert {
 namespace {
@@ -16,6 +18,23 @@ const float* FloatData(const torch::Tensor& t) {
   CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous())
       << "checkpoints hold contiguous fp32 CPU buffers";
   return t.data_ptr<float>();
+}
+
+// rank0-state.json plus "model_config": the HF config.json of the run's model
+// (RUN_DIR/config.yaml, key `model`), which the coordinator copies into the
+// manifest so that an export does not depend on that file still existing.
+// Without it (a run dir without config.yaml) the manifest simply lacks it.
+nlohmann::json WithModelConfig(const nlohmann::json& state, const std::string& run_dir) {
+  if (!state.is_object() || state.contains("model_config")) return state;
+  nlohmann::json out = state;
+  Result<RunConfig> run = LoadRunConfig(run_dir + "/config.yaml");
+  Result<BertConfig> model = run.ok() ? LoadBertConfig(run->model) : Result<BertConfig>(run.status());
+  if (model.ok()) {
+    out["model_config"] = model->ToJson();
+  } else {
+    LOG(WARNING) << "[ckpt] manifest without model_config: " << model.status().message();
+  }
+  return out;
 }
 
 }  // namespace
@@ -66,7 +85,7 @@ Status CheckpointSaver::Save(uint64_t step, const FlatParameters& params, const 
                              FloatData(optimizer.exp_avg_sq())};
   for (int s = 0; s < 3; ++s) std::memcpy(host_.data() + s * n, sources[s] + range.begin, n * sizeof(float));
   const nlohmann::json rank_state = {{"dropout_seed", rng.seed()}, {"dropout_counter", rng.counter()}};
-  const std::string rank0_text = rank_ == 0 ? rank0_state.dump(1) : std::string();
+  const std::string rank0_text = rank_ == 0 ? WithModelConfig(rank0_state, run_dir_).dump(1) : std::string();
   thread_ = std::thread([this, step, range, n, rank_state, rank0_text] {
     CheckpointStore store(run_dir_);
     Result<std::string> staging = store.Staging(step);

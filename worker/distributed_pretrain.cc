@@ -109,6 +109,12 @@ class DistributedLoop {
     } else {
       client_options.endpoint = options_.endpoint;
     }
+    if (!options_.insecure) {  // after the endpoint, which the coordinator writes after the keys
+      const std::string keys_dir = options_.keys_dir.empty() ? KeysDir(config_.run_dir) : options_.keys_dir;
+      Result<WorkerKeys> keys = LoadWorkerKeys(keys_dir);
+      if (!keys.ok()) return Status::FailedPrecondition("--keys: " + keys.status().message() + " (or --insecure)");
+      client_options.keys = *keys;
+    }
     client_options.run_id = options_.run_id.empty() ? config_.name : options_.run_id;
     client_options.rank = static_cast<uint32_t>(comm_->rank());
     client_options.world_size = static_cast<uint32_t>(comm_->world_size());
@@ -301,7 +307,14 @@ class DistributedLoop {
       if (last || (options_.checksum_every > 0 && (step + 1) % static_cast<uint64_t>(options_.checksum_every) == 0)) {
         BERT_RETURN_IF_ERROR(CheckParametersAgree(step + 1, &outcome->final_checksum));
       }
-      if (IsCheckpointStep(step + 1)) {
+      // An out-of-schedule checkpoint the coordinator ordered (preemption).
+      // It names a step no rank had begun when the order was sent, so every
+      // rank sees it at the same step boundary.
+      const uint64_t requested = client_->TakeCheckpointRequest(step + 1);
+      if (requested != 0 && requested != step + 1) {
+        LOG(WARNING) << tag_ << " checkpoint ordered for step " << requested << " arrived after it; ignored";
+      }
+      if (IsCheckpointStep(step + 1) || requested == step + 1) {
         const nlohmann::json state =
             comm_->rank() == 0 ? ModelStateJson(model_->parameters(), trainer_->optimizer(),
                                                 trainer_->options().schedule, config_.train.init_seed)

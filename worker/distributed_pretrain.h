@@ -39,6 +39,8 @@ namespace bert {
 struct DistributedOptions {
   std::string endpoint;             // the coordinator's; empty: read RUN_DIR/coordinator/endpoint
   int endpoint_wait_ms = 60000;     // how long to wait for that file to appear
+  std::string keys_dir;             // CURVE keys (common/curve_keys.h); empty: RUN_DIR/keys
+  bool insecure = false;            // connect without CURVE (the coordinator runs --insecure)
   std::string run_id;               // empty: the config's name
   uint64_t generation = 0;          // launcher restart count (for the coordinator's logs)
   int register_timeout_ms = 60000;

@@ -7,6 +7,11 @@
 //     the coordinator and the workers together.
 //   bert-worker --local --config RUN.yaml [--db DIR...] [--steps N]
 //     trains in this one process straight from the sample plan.
+//   [mpirun -np N] bert-worker --finetune OUTPUT/finetune.yaml
+//     fine-tunes a classifier (worker/finetune_trainer.h); `bertctl finetune`
+//     writes that resolved config and starts it.
+//   bert-worker --predict --model DIR --input FILE --output FILE
+//     labels texts with a fine-tuned HF directory (worker/finetune_predict.h).
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -14,7 +19,10 @@
 #include "common/logging.h"
 #include "common/protocol.h"
 #include "common/run_config.h"
+#include "finetune/finetune_config.h"
 #include "worker/distributed_pretrain.h"
+#include "worker/finetune_predict.h"
+#include "worker/finetune_trainer.h"
 #include "worker/local_pretrain.h"
 #include "worker/mpi_communicator.h"
 #include "worker/runtime_setup.h"
@@ -47,6 +55,36 @@ int RunDistributed(const bert::RunConfig& config, const bert::DistributedOptions
   return bert::kExitOk;
 }
 
+int RunFinetuneMode(const std::string& path) {
+  bert::Result<bert::finetune::FinetuneConfig> config = bert::finetune::LoadFinetuneConfig(path);
+  if (!config.ok()) {
+    LOG(ERROR) << "[worker] " << config.status().message();
+    return bert::kExitUsage;
+  }
+  bert::Result<std::unique_ptr<bert::Communicator>> comm = bert::MpiCommunicator::Create();
+  if (!comm.ok()) {
+    LOG(ERROR) << "[worker] " << comm.status().message();
+    return bert::kExitError;
+  }
+  bert::FinetuneOutcome outcome = bert::RunFinetune(*config, comm->get());
+  if (!outcome.status.ok()) {
+    LOG(ERROR) << "[worker r" << (*comm)->rank() << "] " << outcome.status.message();
+    // A rank that fails alone would leave the others in a collective.
+    if ((*comm)->world_size() > 1) (*comm)->Abort(outcome.exit_code);
+    return outcome.exit_code;
+  }
+  return bert::kExitOk;
+}
+
+int RunPredictMode(const bert::PredictOptions& options) {
+  bert::PredictOutcome outcome = bert::RunPredict(options);
+  if (!outcome.status.ok()) {
+    LOG(ERROR) << "[predict] " << outcome.status.message();
+    return outcome.exit_code;
+  }
+  return bert::kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,12 +109,33 @@ int main(int argc, char** argv) {
   bert::DistributedOptions dist;
   int bucket_mb = 25;
   app.add_flag("--local", local, "Train in this single process, reading the sample plan directly");
-  app.add_option("--config", config_path, "Run config (YAML), see configs/runs/")->required()->check(CLI::ExistingFile);
+  app.add_option("--config", config_path, "Run config (YAML), see configs/runs/")->check(CLI::ExistingFile);
+  std::string finetune_path;
+  app.add_option("--finetune", finetune_path, "Fine-tune per this resolved config (bertctl finetune writes it)")
+      ->check(CLI::ExistingFile);
+  bool predict = false;
+  bert::PredictOptions predict_options;
+  std::string predict_format = "auto";
+  app.add_flag("--predict", predict, "Label --input with the fine-tuned model --model into --output (JSON lines)");
+  app.add_option("--model", predict_options.model_dir, "--predict: fine-tuned HF directory");
+  app.add_option("--input", predict_options.input, "--predict: examples (JSONL, CSV or TSV)");
+  app.add_option("--output", predict_options.output, "--predict: predictions, one JSON line per example");
+  app.add_option("--format", predict_format, "--predict: auto, jsonl, csv or tsv")->capture_default_str();
+  app.add_option("--text-field", predict_options.text_field, "--predict: text field")->capture_default_str();
+  app.add_option("--text-pair-field", predict_options.text_pair_field, "--predict: second text field of pairs");
+  app.add_option("--batch-size", predict_options.batch_size, "--predict: examples per forward pass")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-seq-len", predict_options.max_seq_len,
+                 "--predict: tokens per example (default: the model's tokenizer_config model_max_length)")
+      ->check(CLI::Range(3, 1 << 20));
   app.add_option("--db", dbs, "--local: corpus databases (override data.db of the config)");
   app.add_option("--steps", steps, "--local: optimizer steps (override train.steps)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   app.add_option("--coordinator", dist.endpoint,
                  "Coordinator endpoint, e.g. tcp://node1:5555 (default: read RUN_DIR/coordinator/endpoint)");
+  app.add_option("--keys", dist.keys_dir, "The run's CURVE keys (server.pub, worker.secret); default RUN_DIR/keys");
+  app.add_flag("--insecure", dist.insecure, "Connect without CURVE (the coordinator must run --insecure too)");
   app.add_option("--run-id", dist.run_id, "Run id to register with (default: the config's name)");
   app.add_option("--generation", dist.generation, "Launcher restart count (logged by the coordinator)");
   app.add_option("--register-timeout-ms", dist.register_timeout_ms, "Give up when the coordinator does not answer")
@@ -95,6 +154,25 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? bert::kExitOk : bert::kExitUsage;
   }
   dist.bucket_bytes = static_cast<size_t>(bucket_mb) << 20;
+  if (!finetune_path.empty()) {
+    bert::MpiEnvironment mpi(&argc, &argv);
+    return RunFinetuneMode(finetune_path);
+  }
+  if (predict) {
+    bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);
+    if (!format.ok() || predict_options.model_dir.empty() || predict_options.input.empty() ||
+        predict_options.output.empty()) {
+      LOG(ERROR) << "[predict] "
+                 << (format.ok() ? "--model, --input and --output are required" : format.status().message());
+      return bert::kExitUsage;
+    }
+    predict_options.format = *format;
+    return RunPredictMode(predict_options);
+  }
+  if (config_path.empty()) {
+    LOG(ERROR) << "[worker] --config is required (or --finetune FILE, or --predict)";
+    return bert::kExitUsage;
+  }
 
   bert::Result<bert::RunConfig> config = bert::LoadRunConfig(config_path);
   if (!config.ok()) {

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -137,7 +138,12 @@ void FlatOptimizer::StepAdamW(const torch::Tensor& params, const torch::Tensor& 
         for (int64_t b = first; b < last; ++b) {
           const Block& block = blocks_[b];
           const int64_t i = block.begin, j = block.begin - shard_begin_;
-          kernels::AdamWBlock(p + i, g + i, m + j, v + j, block.numel, s, lr, DecayOf(ranges_[block.range]),
+          const ParamRange& range = ranges_[block.range];
+          if (range.lr_scale == 0.0) {  // frozen: untouched
+            if (zero_grads) std::fill(g + i, g + i + block.numel, scalar_t(0));
+            continue;
+          }
+          kernels::AdamWBlock(p + i, g + i, m + j, v + j, block.numel, s, lr * range.lr_scale, DecayOf(range),
                               zero_grads);
         }
       });
@@ -149,12 +155,17 @@ void FlatOptimizer::StepAdamW(const torch::Tensor& params, const torch::Tensor& 
     torch::Tensor g = grads.narrow(0, range.begin, range.numel);
     torch::Tensor m = exp_avg_.narrow(0, range.begin - shard_begin_, range.numel);
     torch::Tensor v = exp_avg_sq_.narrow(0, range.begin - shard_begin_, range.numel);
+    if (range.lr_scale == 0.0) {  // frozen: untouched
+      if (zero_grads) g.zero_();
+      continue;
+    }
+    const double range_lr = lr * range.lr_scale;
     torch::Tensor scaled = grad_scale != 1.0 ? g * grad_scale : g;
-    if (range.weight_decay) p.mul_(1.0 - lr * options_.weight_decay);
+    if (range.weight_decay) p.mul_(1.0 - range_lr * options_.weight_decay);
     m.mul_(s.beta1).add_(scaled, 1.0 - s.beta1);
     v.mul_(s.beta2).addcmul_(scaled, scaled, 1.0 - s.beta2);
     torch::Tensor denom = (v.sqrt() * std::sqrt(s.inv_bias_correction2)).add_(s.epsilon);
-    p.addcdiv_(m, denom, -lr * s.inv_bias_correction1);
+    p.addcdiv_(m, denom, -range_lr * s.inv_bias_correction1);
     if (zero_grads) g.zero_();
   }
 }
@@ -214,7 +225,8 @@ void FlatOptimizer::StepLamb(const torch::Tensor& params, const torch::Tensor& g
     const ParamRange& range = ranges_[r];
     const bool adaptive = options_.trust_ratio_for_all || DecayOf(range) != 0.0;
     const int64_t param = range.param_index;
-    step_sizes[r] = lr * (adaptive ? TrustRatio(std::sqrt(sq[2 * param]), std::sqrt(sq[2 * param + 1])) : 1.0);
+    step_sizes[r] = lr * range.lr_scale *
+                    (adaptive ? TrustRatio(std::sqrt(sq[2 * param]), std::sqrt(sq[2 * param + 1])) : 1.0);
   }
   if (fused) {
     AT_DISPATCH_FLOATING_TYPES(params.scalar_type(), "LambApply", [&] {

@@ -62,6 +62,11 @@ struct ParamRange {
   int64_t numel = 0;
   int64_t param_index = 0;  // the FlatParameters slot it belongs to
   bool weight_decay = true;
+  // Multiplies the step's lr for this range (layer-wise lr decay in
+  // fine-tuning). 0 = frozen: the parameters do not change at all (no update,
+  // no weight decay; AdamW also leaves the moments as they are). 1 (default)
+  // is bit-identical to no scaling.
+  double lr_scale = 1.0;
 };
 
 // The ranges of `params` that fall in [shard_begin, shard_end) (the whole

@@ -35,12 +35,21 @@ std::string RecommendedBlasCoreType() {
   return "";
 }
 
+// Ranks the launcher started on this node; nullptr when not launched by
+// mpirun or srun. mpirun says it in OMPI_COMM_WORLD_LOCAL_SIZE; srun
+// --mpi=pmix sets no OMPI_* variable before MPI_Init, but its step's tasks
+// per node ("2", "2(x3)", "4,2": the first node's count is taken).
+const char* LauncherLocalRanks() {
+  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) return local;
+  return std::getenv("SLURM_STEP_TASKS_PER_NODE");
+}
+
 int BlasThreadsForThisRank() {
   cpu_set_t set;
   CPU_ZERO(&set);
   const int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
   int local_ranks = 1;
-  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local_ranks = std::max(1, std::atoi(local));
+  if (const char* local = LauncherLocalRanks()) local_ranks = std::max(1, std::atoi(local));
   const long online = sysconf(_SC_NPROCESSORS_ONLN);
   // A launcher that bound this rank to its own CPUs already divided them.
   if (online > 0 && cpus < online) local_ranks = 1;
@@ -49,7 +58,7 @@ int BlasThreadsForThisRank() {
 
 void ReexecWithTunedEnvironment(char** argv) {
   bool changed = false;
-  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr && std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE") != nullptr) {
+  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr && LauncherLocalRanks() != nullptr) {
     setenv("OPENBLAS_NUM_THREADS", std::to_string(BlasThreadsForThisRank()).c_str(), /*overwrite=*/1);
     changed = true;
   }

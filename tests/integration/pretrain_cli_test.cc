@@ -113,8 +113,9 @@ class PretrainCliTest : public testing::CoordinatorRunTest {
 
 TEST_F(PretrainCliTest, CompletesAResumesAndRefusesAnotherConfig) {
   ASSERT_TRUE(fs::exists(FakeWorker())) << FakeWorker() << " is not built";
-  const std::string worker = WriteWorker("exec " + FakeWorker() + " --endpoint \"$4\" --run-id happy --rank $RANK "
-                                         "--world-size $OMPI_COMM_WORLD_SIZE --step-time-ms 10");
+  const std::string worker = WriteWorker("exec " + FakeWorker() + " --endpoint \"$4\" \"$7\" \"$8\" "
+                                         "--run-id happy --rank $RANK --world-size $OMPI_COMM_WORLD_SIZE "
+                                         "--step-time-ms 10");
   // --name: the run directory is runs/NAME under the current directory.
   // bert-fake-worker consumes batches only: no checkpoints to commit.
   const std::string args = "--config " + WriteConfig() + " --workers 2 --name happy --steps 7 "
@@ -134,6 +135,7 @@ TEST_F(PretrainCliTest, CompletesAResumesAndRefusesAnotherConfig) {
     const std::string worker_args = ReadText(work_ / (std::string("args.") + rank));
     EXPECT_TRUE(Contains(worker_args, "--config " + run_dir + "/config.yaml --coordinator tcp://127.0.0.1:"))
         << worker_args;
+    EXPECT_TRUE(Contains(worker_args, "--generation 0 --keys " + run_dir + "/keys")) << worker_args;  // $7 $8
   }
   const nlohmann::json stats = nlohmann::json::parse(ReadText(run_dir + "/coordinator/stats.json"), nullptr, false);
   EXPECT_EQ(stats["batches_sent"], 7 * 2 * 2) << stats.dump();  // steps x ranks x micro-batches
@@ -225,8 +227,9 @@ TEST_F(PretrainCliTest, AWorkerDyingMidRunIsReportedByTheCoordinator) {
   // and the coordinator declares the silent workers dead and exits 3.
   const std::string worker = WriteWorker(
       "if [ $RANK = 1 ]; then timeout -s KILL 1 " + FakeWorker() +
-      " --endpoint \"$4\" --run-id clitest --rank 1 --world-size 2 --step-time-ms 200; exit 9; fi\n"
-      "exec " + FakeWorker() + " --endpoint \"$4\" --run-id clitest --rank 0 --world-size 2 --step-time-ms 200");
+      " --endpoint \"$4\" \"$7\" \"$8\" --run-id clitest --rank 1 --world-size 2 --step-time-ms 200; exit 9; fi\n"
+      "exec " + FakeWorker() + " --endpoint \"$4\" \"$7\" \"$8\" --run-id clitest --rank 0 --world-size 2 "
+      "--step-time-ms 200");
   const int code = Run("--config " + WriteConfig() + " --workers 2 --steps 1000 --coordinator-args "
                        "\"--heartbeat-interval-ms 200 --heartbeat-timeout-ms 1500 --without-checkpoints\"", worker);
   const std::string output = Output();
@@ -243,8 +246,10 @@ TEST_F(PretrainCliTest, ADeadWorkerRelaunchesTheRunUntilItCompletes) {
   // Generation 0: rank 1 is killed after a second. Later generations run through.
   const std::string worker = WriteWorker(
       "if [ \"$6\" = 0 ] && [ $RANK = 1 ]; then timeout -s KILL 1 " + FakeWorker() +
-      " --endpoint \"$4\" --run-id clitest --rank 1 --world-size 2 --generation 0 --step-time-ms 100; exit 9; fi\n"
-      "exec " + FakeWorker() + " --endpoint \"$4\" --run-id clitest --rank $RANK --world-size 2 --generation \"$6\" "
+      " --endpoint \"$4\" \"$7\" \"$8\" --run-id clitest --rank 1 --world-size 2 --generation 0 --step-time-ms 100;"
+      " exit 9; fi\n"
+      "exec " + FakeWorker() + " --endpoint \"$4\" \"$7\" \"$8\" --run-id clitest --rank $RANK --world-size 2 "
+      "--generation \"$6\" "
       "--step-time-ms 20");
   const int code = Run("--config " + WriteConfig() + " --workers 2 --steps 60 --max-restarts 2 --restart-backoff-s 0.2 "
                        "--coordinator-args \"--heartbeat-interval-ms 200 --heartbeat-timeout-ms 1500 "

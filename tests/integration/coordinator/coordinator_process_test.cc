@@ -12,6 +12,7 @@
 
 #include "common/protocol.h"
 #include "integration/coordinator/coordinator_run.h"
+#include "integration/coordinator/garbage_client.h"
 
 namespace bert::testing {
 namespace {
@@ -119,42 +120,6 @@ INSTANTIATE_TEST_SUITE_P(Signals, DeadWorkerTest, ::testing::Values(SIGKILL, SIG
                            return info.param == SIGKILL ? "Killed" : "Hung";
                          });
 
-// A client that speaks garbage. Each Send* uses its own connection.
-class GarbageClient {
- public:
-  explicit GarbageClient(std::string endpoint) : endpoint_(std::move(endpoint)) {}
-  zmq::socket_t Connect() {
-    zmq::socket_t socket(context_, zmq::socket_type::dealer);
-    socket.set(zmq::sockopt::linger, 2000);
-    socket.connect(endpoint_);
-    return socket;
-  }
-  void SendFrames(const std::vector<std::string>& frames) {
-    zmq::socket_t socket = Connect();
-    for (size_t i = 0; i < frames.size(); ++i) {
-      socket.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-    }
-  }
-  // Sends a Register and returns the reply's reason ("" when accepted or unanswered).
-  std::string Register(const proto::Register& request) {
-    zmq::socket_t socket = Connect();
-    proto::Envelope envelope = MakeEnvelope();
-    *envelope.mutable_registration() = request;
-    socket.send(zmq::buffer(envelope.SerializeAsString()), zmq::send_flags::none);
-    zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
-    if (zmq::poll(items, 1, std::chrono::milliseconds(5000)) == 0) return "no reply";
-    zmq::message_t reply;
-    (void)socket.recv(reply);
-    proto::Envelope parsed;
-    if (!parsed.ParseFromArray(reply.data(), static_cast<int>(reply.size()))) return "unparseable reply";
-    return parsed.registration_reply().ok() ? "" : parsed.registration_reply().reason();
-  }
-
- private:
-  std::string endpoint_;
-  zmq::context_t context_;
-};
-
 proto::Register ValidRegister(uint32_t rank) {
   proto::Register r;
   r.set_run_id("coordtest");
@@ -167,7 +132,9 @@ proto::Register ValidRegister(uint32_t rank) {
 
 TEST_F(CoordinatorRunTest, BadMessagesAreCountedAndTheRunGoesOn) {
   const uint64_t steps = EpochSamples(0) / kGlobalBatch + 6;
-  auto coordinator = StartCoordinator(WriteConfig(steps), "coordinator.log");
+  // One connection per bad message, many open at once (lingering): above
+  // the default peer cap (2 x W + 16), which would refuse some of them.
+  auto coordinator = StartCoordinator(WriteConfig(steps), "coordinator.log", {"--max-peers", "200"});
   // Slow enough (~1.4 s) that all the garbage arrives while the run is on.
   auto w0 = StartWorker(0, "w0.jsonl", 40);
   auto w1 = StartWorker(1, "w1.jsonl", 40);
@@ -175,7 +142,10 @@ TEST_F(CoordinatorRunTest, BadMessagesAreCountedAndTheRunGoesOn) {
                       20000));
   Result<std::string> endpoint = ReadFile(EndpointFile());
   ASSERT_TRUE(endpoint.ok());
-  GarbageClient garbage(endpoint->substr(0, endpoint->size() - 1));
+  // An insider: it holds the run's worker key, so it passes the handshake.
+  Result<WorkerKeys> keys = LoadWorkerKeys(KeysDir());
+  ASSERT_TRUE(keys.ok()) << keys.status().message();
+  GarbageClient garbage(endpoint->substr(0, endpoint->size() - 1), *keys);
 
   // Random frames; what each should be rejected as is computed here.
   std::map<std::string, uint64_t> expected;

@@ -89,6 +89,8 @@ class CoordinatorRunTest : public ::testing::Test {
 
   std::string RunDir() const { return work_ / "run"; }
   std::string EndpointFile() const { return RunDir() + "/coordinator/endpoint"; }
+  // The run's CURVE keys, which the coordinator generates on its first start.
+  std::string KeysDir() const { return RunDir() + "/keys"; }
 
   // Writes the run config and returns its path.
   std::string WriteConfig(uint64_t steps) {
@@ -117,7 +119,7 @@ class CoordinatorRunTest : public ::testing::Test {
         std::vector<std::string>{FakeWorker(), "--endpoint-file", EndpointFile(), "--run-id", "coordtest", "--rank",
                                  std::to_string(rank), "--world-size", std::to_string(kWorld), "--generation",
                                  std::to_string(generation), "--step-time-ms", std::to_string(step_time_ms),
-                                 "--record", work_ / record},
+                                 "--record", work_ / record, "--keys", KeysDir()},
         work_ / (record + ".log"));
   }
 

@@ -8,6 +8,8 @@
 // --record FILE appends one JSON line per batch received (step, micro,
 // epoch, sample range, payload checksum, and whether every sample's index
 // matched), so a test can compare what workers got with the ledger.
+//
+// --keys DIR (the run's RUN_DIR/keys) or --insecure: how it authenticates.
 #include <unistd.h>
 
 #include <chrono>
@@ -29,6 +31,8 @@ struct Args {
   std::string endpoint_file;  // read the endpoint from here (waits for it)
   int step_time_ms = 0;
   std::string record;
+  std::string keys_dir;  // CURVE keys (server.pub, worker.secret); required unless insecure
+  bool insecure = false;
 };
 
 // Waits up to timeout_ms for the coordinator to write its endpoint.
@@ -55,6 +59,15 @@ int Run(Args& args) {
   if (args.client.endpoint.empty()) {
     LOG(ERROR) << tag << "no endpoint in " << args.endpoint_file;
     return bert::kExitCoordinatorLost;
+  }
+  // After the endpoint: the coordinator writes its keys before it.
+  if (!args.insecure) {
+    bert::Result<bert::WorkerKeys> keys = bert::LoadWorkerKeys(args.keys_dir);
+    if (!keys.ok()) {
+      LOG(ERROR) << tag << "--keys: " << keys.status().message();
+      return bert::kExitUsage;
+    }
+    args.client.keys = *keys;
   }
   bert::CoordinatorClient client(args.client);
   bert::Result<bert::RunInfo> run = client.Register();
@@ -108,6 +121,12 @@ int main(int argc, char** argv) {
   app.add_option("--register-timeout-ms", args.client.register_timeout_ms, "Register timeout");
   app.add_option("--step-time-ms", args.step_time_ms, "Sleep per micro-batch (pretend training)");
   app.add_option("--record", args.record, "Append one JSON line per batch received");
+  app.add_option("--keys", args.keys_dir, "CURVE key directory of the run (RUN_DIR/keys)");
+  app.add_flag("--insecure", args.insecure, "Connect without CURVE (the coordinator must run --insecure)");
   CLI11_PARSE(app, argc, argv);
+  if (args.insecure != args.keys_dir.empty()) {
+    LOG(ERROR) << "[worker r" << args.client.rank << "] exactly one of --keys DIR and --insecure is required";
+    return bert::kExitUsage;
+  }
   return Run(args);
 }

@@ -1,0 +1,170 @@
+// HF BERT tensor names and shapes (interop/pretrained.h): the name
+// normalisation applied on import and the shape check against a config.
+// The names and shapes are those of transformers' modeling_bert.py (and of
+// worker/bert_model.cc's AppendBertModelSpecs, which follows it).
+#include <map>
+#include <set>
+
+#include "interop/pretrained.h"
+
+namespace bert {
+namespace {
+
+bool StartsWith(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+bool EndsWith(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A positive integer key of the config (or its default when absent and
+// `fallback` > 0). Errors name `source` and the key.
+Status PositiveInt(const nlohmann::json& config, const std::string& source, const char* key, int64_t fallback,
+                   int64_t* out) {
+  auto it = config.find(key);
+  if (it == config.end()) {
+    if (fallback > 0) {
+      *out = fallback;
+      return Status::Ok();
+    }
+    return Status::InvalidArgument(source + ": " + key + ": missing");
+  }
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0) {
+    return Status::InvalidArgument(source + ": " + key + ": expected a positive integer, got " + it->dump());
+  }
+  *out = it->get<int64_t>();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std::string& source) {
+  if (!config.is_object()) return Status::InvalidArgument(source + ": expected a JSON object");
+  BertShapes shapes;
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "vocab_size", 0, &shapes.vocab_size));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "hidden_size", 0, &shapes.hidden_size));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "num_hidden_layers", 0, &shapes.num_hidden_layers));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "num_attention_heads", 0, &shapes.num_attention_heads));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "intermediate_size", 0, &shapes.intermediate_size));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "max_position_embeddings", 512, &shapes.max_position_embeddings));
+  BERT_RETURN_IF_ERROR(PositiveInt(config, source, "type_vocab_size", 2, &shapes.type_vocab_size));
+  if (shapes.hidden_size % shapes.num_attention_heads != 0) {
+    return Status::InvalidArgument(source + ": hidden_size: " + std::to_string(shapes.hidden_size) +
+                                   " is not divisible by num_attention_heads (" +
+                                   std::to_string(shapes.num_attention_heads) + ")");
+  }
+  // HF derives num_labels from id2label when both are given.
+  auto id2label = config.find("id2label");
+  if (id2label != config.end()) {
+    if (!id2label->is_object() || id2label->empty()) {
+      return Status::InvalidArgument(source + ": id2label: expected a non-empty object {\"0\": \"label\", ...}");
+    }
+    shapes.num_labels = static_cast<int64_t>(id2label->size());
+  } else {
+    BERT_RETURN_IF_ERROR(PositiveInt(config, source, "num_labels", 2, &shapes.num_labels));
+  }
+  return shapes;
+}
+
+std::map<std::string, std::vector<int64_t>> ExpectedTensorShapes(const BertShapes& s) {
+  const int64_t h = s.hidden_size;
+  std::map<std::string, std::vector<int64_t>> shapes = {
+      {"bert.embeddings.word_embeddings.weight", {s.vocab_size, h}},
+      {"bert.embeddings.position_embeddings.weight", {s.max_position_embeddings, h}},
+      {"bert.embeddings.token_type_embeddings.weight", {s.type_vocab_size, h}},
+      {"bert.embeddings.LayerNorm.weight", {h}},
+      {"bert.embeddings.LayerNorm.bias", {h}},
+      {"bert.pooler.dense.weight", {h, h}},
+      {"bert.pooler.dense.bias", {h}},
+      {"cls.predictions.bias", {s.vocab_size}},
+      {"cls.predictions.transform.dense.weight", {h, h}},
+      {"cls.predictions.transform.dense.bias", {h}},
+      {"cls.predictions.transform.LayerNorm.weight", {h}},
+      {"cls.predictions.transform.LayerNorm.bias", {h}},
+      {"cls.seq_relationship.weight", {2, h}},
+      {"cls.seq_relationship.bias", {2}},
+      {"classifier.weight", {s.num_labels, h}},
+      {"classifier.bias", {s.num_labels}},
+  };
+  for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
+    const std::string layer = "bert.encoder.layer." + std::to_string(i) + ".";
+    for (const char* part : {"query", "key", "value"}) {
+      shapes[layer + "attention.self." + part + ".weight"] = {h, h};
+      shapes[layer + "attention.self." + part + ".bias"] = {h};
+    }
+    shapes[layer + "attention.output.dense.weight"] = {h, h};
+    shapes[layer + "attention.output.dense.bias"] = {h};
+    shapes[layer + "attention.output.LayerNorm.weight"] = {h};
+    shapes[layer + "attention.output.LayerNorm.bias"] = {h};
+    shapes[layer + "intermediate.dense.weight"] = {s.intermediate_size, h};
+    shapes[layer + "intermediate.dense.bias"] = {s.intermediate_size};
+    shapes[layer + "output.dense.weight"] = {h, s.intermediate_size};
+    shapes[layer + "output.dense.bias"] = {h};
+    shapes[layer + "output.LayerNorm.weight"] = {h};
+    shapes[layer + "output.LayerNorm.bias"] = {h};
+  }
+  return shapes;
+}
+
+std::string NormalizeHfTensorName(const std::string& hf_name) {
+  std::string name = hf_name;
+  // Buffers, not parameters (BertEmbeddings registers both).
+  if (EndsWith(name, "position_ids") || EndsWith(name, "token_type_ids")) return "";
+  // Tied to word_embeddings and cls.predictions.bias: not separate weights.
+  if (name == "cls.predictions.decoder.weight" || name == "cls.predictions.decoder.bias") return "";
+  // BertModel files (and TF-converted ones) name the encoder without "bert.".
+  if (StartsWith(name, "embeddings.") || StartsWith(name, "encoder.") || StartsWith(name, "pooler.")) {
+    name = "bert." + name;
+  }
+  // Old (TF-era) LayerNorm parameter names.
+  if (name.find("LayerNorm.") != std::string::npos) {
+    if (EndsWith(name, ".gamma")) name = name.substr(0, name.size() - 5) + "weight";
+    if (EndsWith(name, ".beta")) name = name.substr(0, name.size() - 4) + "bias";
+  }
+  return name;
+}
+
+Status CheckTensorsAgainstConfig(const nlohmann::json& config, const std::vector<NamedTensor>& tensors,
+                                 const std::string& source) {
+  Result<BertShapes> shapes = BertShapesFromConfig(config, source + " (config)");
+  if (!shapes.ok()) return shapes.status();
+  const std::map<std::string, std::vector<int64_t>> expected = ExpectedTensorShapes(*shapes);
+  std::set<std::string> present;
+  for (const NamedTensor& tensor : tensors) {
+    auto it = expected.find(tensor.name);
+    if (it == expected.end()) {
+      return Status::InvalidArgument(source + ": tensor \"" + tensor.name + "\" is not a BERT parameter");
+    }
+    if (tensor.shape != it->second) {
+      auto text = [](const std::vector<int64_t>& shape) {
+        std::string out = "[";
+        for (size_t d = 0; d < shape.size(); ++d) out += (d ? ", " : "") + std::to_string(shape[d]);
+        return out + "]";
+      };
+      return Status::InvalidArgument(source + ": tensor \"" + tensor.name + "\" has shape " + text(tensor.shape) +
+                                     " but the config gives " + text(it->second));
+    }
+    if (!present.insert(tensor.name).second) {
+      return Status::InvalidArgument(source + ": tensor \"" + tensor.name + "\" appears twice");
+    }
+  }
+  // The encoder must be complete; the pooler and the heads are optional
+  // (BertForMaskedLM has no pooler, BertModel no heads).
+  for (const auto& [name, unused] : expected) {
+    if (StartsWith(name, "bert.") && !StartsWith(name, "bert.pooler.") && !present.count(name)) {
+      return Status::InvalidArgument(source + ": tensor \"" + name + "\" is missing");
+    }
+  }
+  for (const char* head : {"cls.predictions.", "cls.seq_relationship.", "classifier.", "bert.pooler."}) {
+    bool any = false, all = true;
+    for (const auto& [name, unused] : expected) {
+      if (!StartsWith(name, head)) continue;
+      any = any || present.count(name);
+      all = all && present.count(name);
+    }
+    if (any && !all) return Status::InvalidArgument(source + ": the " + std::string(head) + "* tensors are incomplete");
+  }
+  return Status::Ok();
+}
+
+}  // namespace bert
