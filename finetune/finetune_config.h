@@ -58,7 +58,7 @@ struct FinetuneConfig {
   uint64_t seed = 42;           // head init, shuffling, dropout
   int32_t intra_op_threads = 1;
   int64_t eval_every_steps = 0; // 0 = evaluate on dev after each epoch
-  double layer_lr_decay = 1.0;  // layer l of L gets lr * decay^(L - l); embeddings decay^(L+1); 1 = off
+  double layer_lr_decay = 1.0;  // layer l (0-based) of L gets lr * decay^(L - l), the embeddings lr * decay^(L + 1), pooler and head lr; 1 = off
   bool freeze_embeddings = false;
   int32_t freeze_layers = 0;    // freeze the bottom k encoder layers
 

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config git python3 zlib1g-dev
+  # sanitizer and fuzz builds (scripts/sanitize.sh): clang with libFuzzer, ccache
+  clang ccache
   # tests and benchmarks (promtool checks /metrics; headless Chromium draws the dashboard)
   googletest libgtest-dev libgmock-dev libbenchmark-dev prometheus chromium
   # tensors and fast CPU math (without OpenBLAS LibTorch is ~30x slower)
