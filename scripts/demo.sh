@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The default job on a fresh Debian 12 machine (about 20 minutes on 2 cores):
 #   0. set up and build;
-#   1. learn an 8192-token WordPiece vocabulary from the Linux kernel
-#      documentation (Debian's linux-doc-6.1, 42 MB of English prose) and
-#      ingest that corpus into RocksDB with it (bertctl vocab, prepare);
+#   1. learn an 8192-token WordPiece vocabulary from general English text,
+#      the Linux kernel documentation (Debian's linux-doc-6.1, 42 MB) and the
+#      Collaborative International Dictionary of English (dict-gcide, 40 MB),
+#      and ingest that corpus into RocksDB with it (bertctl vocab, prepare);
 #   2. pretrain bert-tiny on it with the coordinator and 2 workers,
 #      checkpointing as it goes (configs/runs/tiny.yaml -> runs/tiny);
 #   3. build the fortunes topic set (6 categories of the Debian `fortunes`
@@ -20,14 +21,14 @@ bash scripts/setup.sh
 bash scripts/build.sh
 
 BERTCTL=build/bin/bertctl
-CORPUS=/usr/share/doc/linux-doc-6.1/Documentation
+CORPUS=(/usr/share/doc/linux-doc-6.1/Documentation /usr/share/dictd/gcide.dict.dz)
 mkdir -p runs/default
 
 # 1. vocabulary and corpus
 if [ ! -s runs/default/vocab.txt ]; then
-  "$BERTCTL" vocab --input "$CORPUS" --size 8192 --max-alphabet 300 --threads 2 --output runs/default/vocab.txt
+  "$BERTCTL" vocab --input "${CORPUS[@]}" --size 8192 --max-alphabet 300 --threads 2 --output runs/default/vocab.txt
 fi
-"$BERTCTL" prepare --input "$CORPUS" --vocab runs/default/vocab.txt --db runs/default/corpus --threads 2
+"$BERTCTL" prepare --input "${CORPUS[@]}" --vocab runs/default/vocab.txt --db runs/default/corpus --threads 2
 "$BERTCTL" corpus stats --db runs/default/corpus --vocab runs/default/vocab.txt
 
 # 2. data-parallel pretraining: the coordinator and 2 MPI workers, with checkpoints
