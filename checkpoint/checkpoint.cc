@@ -75,7 +75,7 @@ Result<Manifest> ReadManifest(const std::string& dir) {
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(*text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     return Status::Corruption(path + ": bad JSON: " + e.what());
   }
   return Manifest::FromJson(json, path);

@@ -106,7 +106,7 @@ void EncodeLine(const FullTokenizer& tokenizer, const std::string& line, LineRes
   nlohmann::json record;
   try {
     record = ParseRecord(valid);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     result->error = valid.find_first_not_of(" \t\r") == std::string::npos ? "empty line, expected a JSON object"
                                                                            : std::string("not JSON: ") + e.what();
     return;

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/error_text.h"
 #include "common/file_util.h"
 
 namespace bert {
@@ -60,6 +61,8 @@ class Section {
     if (!error_->ok() || !node_ || !node_.IsMap()) return;
     std::set<std::string> given;
     for (const auto& item : node_) {
+      // as<std::string>() throws on a sequence or map used as a key ("[a]: 1").
+      if (!item.first.IsScalar()) return Fail("(a key)", "keys must be plain strings, not a list or a map");
       std::string key = item.first.as<std::string>();
       if (!given.insert(key).second) {
         Fail(key, "is given twice");
@@ -79,8 +82,9 @@ class Section {
     if (value.IsScalar()) return "'" + value.Scalar() + "'";
     return value.IsSequence() ? "a list" : "a mapping";
   }
+  // Keys and the values quoted in `what` come from the file: kept on one line.
   void Fail(const std::string& key, const std::string& what) {
-    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + key + ": " + what);
+    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + OneLineText(key) + ": " + OneLineText(what));
   }
 
   YAML::Node node_;
@@ -155,7 +159,7 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(where + ": not valid YAML: " + e.msg + " (line " + std::to_string(e.mark.line + 1) +
+    return Status::InvalidArgument(where + ": not valid YAML: " + OneLineText(e.msg) + " (line " + std::to_string(e.mark.line + 1) +
                                    ")");
   }
   RunConfig c;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error_text.h"
 #include "common/file_util.h"
 #include "common/utf8.h"
 #include "finetune/csv_reader.h"
@@ -118,7 +119,7 @@ Result<std::vector<Example>> ReadDelimited(const std::string& path, const std::s
     std::string columns;
     for (const std::string& f : header.fields) columns += (columns.empty() ? "" : ", ") + f;
     return Status::InvalidArgument(Where(path, header.line) + ": missing field \"" + name +
-                                   "\" in the header (columns: " + columns + ")");
+                                   "\" in the header (columns: " + OneLineText(columns) + ")");
   };
   Result<int> text_column = column(fields.text, true);
   if (!text_column.ok()) return text_column.status();

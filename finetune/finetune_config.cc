@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/error_text.h"
 #include "common/file_util.h"
 
 namespace bert::finetune {
@@ -72,6 +73,8 @@ class Section {
     if (!error_->ok() || !node_ || !node_.IsMap()) return;
     std::set<std::string> given;
     for (const auto& item : node_) {
+      // as<std::string>() throws on a sequence or map used as a key ("[a]: 1").
+      if (!item.first.IsScalar()) return Fail("(a key)", "keys must be plain strings, not a list or a map");
       const std::string key = item.first.as<std::string>();
       if (!given.insert(key).second) return Fail(key, "is given twice");
       if (!seen_.count(key)) {
@@ -95,8 +98,9 @@ class Section {
     if (value.IsScalar()) return "'" + value.Scalar() + "'";
     return value.IsSequence() ? "a list" : "a mapping";
   }
+  // Keys and the values quoted in `what` come from the file: kept on one line.
   void Fail(const std::string& key, const std::string& what) {
-    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + key + ": " + what);
+    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + OneLineText(key) + ": " + OneLineText(what));
   }
 
   YAML::Node node_;
@@ -211,7 +215,7 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+    return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + OneLineText(e.msg));
   }
   FinetuneConfig c;
   c.source = source;

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under fuzz/corpus/<target>/ (a few valid inputs each).
 
+Files named regress_* are crash inputs the fuzzers found (kept by hand, not
+written here), so that every short CI run replays them first.
+
 Run from anywhere: python3 fuzz/make_seeds.py. Standard library only. Inputs
 with checksums (batches, shards) need no valid checksum: the fuzz targets
 compute it themselves (see batch_codec_fuzz.cc, shard_header_fuzz.cc).

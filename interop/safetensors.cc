@@ -20,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error_text.h"
+
 namespace bert {
 namespace {
 
@@ -85,7 +87,8 @@ Status DecodeValues(const SafetensorsEntry& entry, const char* bytes, uint64_t n
                     std::vector<float>* out) {
   out->resize(numel);
   if (entry.dtype == "F32") {
-    std::memcpy(out->data(), bytes, numel * 4);
+    // An empty vector's data() may be null, which memcpy must not get even for 0 bytes (UBSan).
+    if (numel > 0) std::memcpy(out->data(), bytes, numel * 4);
   } else if (entry.dtype == "F16" || entry.dtype == "BF16") {
     const bool half = entry.dtype == "F16";
     for (uint64_t i = 0; i < numel; ++i) {
@@ -100,7 +103,7 @@ Status DecodeValues(const SafetensorsEntry& entry, const char* bytes, uint64_t n
       (*out)[i] = static_cast<float>(value);
     }
   } else {
-    return Status::InvalidArgument(source + ": tensor \"" + entry.name + "\": dtype " + entry.dtype +
+    return Status::InvalidArgument(source + ": tensor \"" + OneLineText(entry.name) + "\": dtype " + entry.dtype +
                                    " cannot be read as float (F32, F16, BF16 and F64 can)");
   }
   return Status::Ok();
@@ -109,12 +112,12 @@ Status DecodeValues(const SafetensorsEntry& entry, const char* bytes, uint64_t n
 // Parses one tensor entry of the header. Errors name the tensor and field.
 Status ParseEntry(const std::string& name, const nlohmann::json& value, const std::string& where,
                   SafetensorsEntry* entry) {
-  const std::string at = where + ": tensor \"" + name + "\"";
+  const std::string at = where + ": tensor \"" + OneLineText(name) + "\"";
   if (name.empty()) return Status::Corruption(where + ": a tensor has an empty name");
   if (!value.is_object()) return Status::Corruption(at + ": expected an object, got " + Shown(value));
   for (const auto& [key, unused] : value.items()) {
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
-      return Status::Corruption(at + ": unknown field \"" + key + "\"");
+      return Status::Corruption(at + ": unknown field \"" + OneLineText(key) + "\"");
     }
   }
   entry->name = name;
@@ -248,11 +251,13 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view bytes, uint64_
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text.begin(), text.end(), on_event);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     return Status::Corruption(source + ": header is not valid JSON: " + e.what());
   }
   if (!header.is_object()) return Status::Corruption(source + ": header is not a JSON object");
-  if (!duplicate.empty()) return Status::Corruption(source + ": tensor \"" + duplicate + "\" appears twice in the header");
+  if (!duplicate.empty()) {
+    return Status::Corruption(source + ": tensor \"" + OneLineText(duplicate) + "\" appears twice in the header");
+  }
 
   SafetensorsHeader result;
   result.data_start = 8 + header_bytes;
@@ -261,7 +266,7 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view bytes, uint64_
       if (!value.is_object()) return Status::Corruption(source + ": __metadata__: expected an object of strings");
       for (const auto& [key, item] : value.items()) {
         if (!item.is_string()) {
-          return Status::Corruption(source + ": __metadata__." + key + ": expected a string, got " + Shown(item));
+          return Status::Corruption(source + ": __metadata__." + OneLineText(key) + ": expected a string, got " + Shown(item));
         }
         result.metadata[key] = item.get<std::string>();
       }
@@ -277,7 +282,7 @@ Result<SafetensorsHeader> ParseSafetensorsHeader(std::string_view bytes, uint64_
   uint64_t next = 0;
   for (const SafetensorsEntry& entry : result.entries) {
     if (entry.begin != next) {
-      return Status::Corruption(source + ": tensor \"" + entry.name + "\": data_offsets begin at " +
+      return Status::Corruption(source + ": tensor \"" + OneLineText(entry.name) + "\": data_offsets begin at " +
                                 std::to_string(entry.begin) + " but the tensors before it end at " +
                                 std::to_string(next) + (entry.begin > next ? " (a gap)" : " (an overlap)"));
     }

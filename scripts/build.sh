@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 launcher=()
 # ccache, where installed, makes rebuilds in fresh clones cheap; it is optional.
-if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+# CCACHE_BASEDIR makes paths relative to the checkout, so clones share the cache.
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  export CCACHE_BASEDIR="$PWD"
+fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "${launcher[@]}" >/dev/null
 cmake --build build -j"${JOBS:-2}"

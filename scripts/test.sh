@@ -16,9 +16,9 @@ bash scripts/slurm_local.sh start
 echo "[test] unit and integration tests"
 (cd build && ctest --output-on-failure -j2 --timeout 1200)
 
-# Sanitizers and fuzzing (scripts/sanitize.sh): the torch-free code and its
-# tests under ASan+UBSan, then each libFuzzer target for 15 s. About 10
-# minutes from a cold cache; BERT_SANITIZE_CHECK=0 skips it.
+# Sanitizers and fuzzing (scripts/sanitize.sh): the torch-free code with its
+# unit and integration tests under ASan+UBSan, then each libFuzzer target for
+# 15 s. BERT_SANITIZE_CHECK=0 skips it.
 if [ "${BERT_SANITIZE_CHECK:-1}" != 0 ]; then
   echo "[test] sanitizers (ASan+UBSan tests) and fuzz targets"
   bash scripts/sanitize.sh --fuzz 15

@@ -86,8 +86,11 @@ TEST(Safetensors, RoundTripsValuesShapesAndMetadata) {
     EXPECT_EQ((*read)[i].name, tensors[i].name);
     EXPECT_EQ((*read)[i].shape, tensors[i].shape);
     ASSERT_EQ((*read)[i].values.size(), tensors[i].values.size());
+    // Bit for bit, NaN and -0 included. An empty tensor's data() may be null,
+    // which memcmp must not get even for 0 bytes (UBSan).
+    if (tensors[i].values.empty()) continue;
     EXPECT_EQ(0, std::memcmp((*read)[i].values.data(), tensors[i].values.data(), 4 * tensors[i].values.size()))
-        << tensors[i].name;  // bit for bit, NaN and -0 included
+        << tensors[i].name;
   }
   Result<std::string> bytes = ReadFile(path);
   Result<SafetensorsHeader> header = ParseSafetensorsHeader(*bytes, bytes->size(), path);
