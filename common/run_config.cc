@@ -8,90 +8,12 @@
 
 #include "common/error_text.h"
 #include "common/file_util.h"
+#include "common/yaml_section.h"
 
 namespace bert {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Reads typed values from one YAML mapping, remembering the first error and
-// which keys were seen, so unknown keys can be reported.
-class Section {
- public:
-  Section(const YAML::Node& node, std::string prefix, Status* error)
-      : node_(node), prefix_(std::move(prefix)), error_(error) {
-    if (node_ && !node_.IsNull() && !node_.IsMap()) Fail("", "must be a mapping");
-  }
-
-  template <typename T>
-  void Get(const char* key, T* out) {
-    seen_.insert(key);
-    if (!error_->ok() || !node_ || !node_.IsMap()) return;
-    YAML::Node value = node_[key];
-    if (!value) return;
-    try {
-      *out = value.as<T>();
-    } catch (const YAML::Exception&) {
-      Fail(key, "has the wrong type (" + Describe(value) + ")");
-    }
-  }
-
-  void GetStrings(const char* key, std::vector<std::string>* out) {
-    seen_.insert(key);
-    if (!error_->ok() || !node_ || !node_.IsMap()) return;
-    YAML::Node value = node_[key];
-    if (!value) return;
-    if (value.IsScalar()) {
-      *out = {value.as<std::string>()};
-      return;
-    }
-    try {
-      *out = value.as<std::vector<std::string>>();
-    } catch (const YAML::Exception&) {
-      Fail(key, "must be a path or a list of paths");
-    }
-  }
-
-  YAML::Node Child(const char* key) {
-    seen_.insert(key);
-    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
-  }
-
-  void RejectUnknownKeys() {
-    if (!error_->ok() || !node_ || !node_.IsMap()) return;
-    std::set<std::string> given;
-    for (const auto& item : node_) {
-      // as<std::string>() throws on a sequence or map used as a key ("[a]: 1").
-      if (!item.first.IsScalar()) return Fail("(a key)", "keys must be plain strings, not a list or a map");
-      std::string key = item.first.as<std::string>();
-      if (!given.insert(key).second) {
-        Fail(key, "is given twice");
-        return;
-      }
-      if (!seen_.count(key)) {
-        std::string known;
-        for (const std::string& k : seen_) known += (known.empty() ? "" : ", ") + k;
-        Fail(key, "is not a known key (known here: " + known + ")");
-        return;
-      }
-    }
-  }
-
- private:
-  static std::string Describe(const YAML::Node& value) {
-    if (value.IsScalar()) return "'" + value.Scalar() + "'";
-    return value.IsSequence() ? "a list" : "a mapping";
-  }
-  // Keys and the values quoted in `what` come from the file: kept on one line.
-  void Fail(const std::string& key, const std::string& what) {
-    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + OneLineText(key) + ": " + OneLineText(what));
-  }
-
-  YAML::Node node_;
-  std::string prefix_;
-  Status* error_;
-  std::set<std::string> seen_;
-};
 
 std::string Resolve(const std::string& base_dir, const std::string& path) {
   if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return path;
@@ -164,21 +86,21 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   }
   RunConfig c;
   Status error;
-  Section top(root, "", &error);
+  YamlSection top(root, "", &error);
   top.Get("name", &c.name);
   top.Get("run_dir", &c.run_dir);
   top.Get("model", &c.model);
   top.Get("vocab", &c.vocab);
   top.Get("lower_case", &c.lower_case);
-  Section data(top.Child("data"), "data.", &error);
-  data.GetStrings("db", &c.data.db);
+  YamlSection data(top.Child("data"), "data.", &error);
+  data.GetStrings("db", &c.data.db, /*scalar_ok=*/true, "must be a path or a list of paths");
   data.Get("seed", &c.data.seed);
   data.Get("max_seq_len", &c.data.max_seq_len);
   data.Get("max_predictions", &c.data.max_predictions);
   data.Get("masked_lm_prob", &c.data.masked_lm_prob);
   data.Get("short_seq_prob", &c.data.short_seq_prob);
   data.Get("whole_word_masking", &c.data.whole_word_masking);
-  Section train(top.Child("train"), "train.", &error);
+  YamlSection train(top.Child("train"), "train.", &error);
   TrainConfig& t = c.train;
   train.Get("global_batch_size", &t.global_batch_size);
   train.Get("micro_batch_size", &t.micro_batch_size);
@@ -196,13 +118,13 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("max_grad_norm", &t.max_grad_norm);
   train.Get("init_seed", &t.init_seed);
   train.Get("intra_op_threads", &t.intra_op_threads);
-  Section log(top.Child("log"), "log.", &error);
+  YamlSection log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
-  Section checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
+  YamlSection checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
   checkpoint.Get("every_steps", &c.checkpoint.every_steps);
   checkpoint.Get("keep_last", &c.checkpoint.keep_last);
   checkpoint.Get("keep_every", &c.checkpoint.keep_every);
-  for (Section* s : {&data, &train, &log, &checkpoint, &top}) s->RejectUnknownKeys();
+  for (YamlSection* s : {&data, &train, &log, &checkpoint, &top}) s->RejectUnknownKeys();
   if (!error.ok()) return Status::InvalidArgument(where + ": " + error.message());
   if (c.run_dir.empty()) c.run_dir = "runs/" + c.name;
   c.model = Resolve(base_dir, c.model);

@@ -10,104 +10,29 @@
 
 #include "common/error_text.h"
 #include "common/file_util.h"
+#include "common/yaml_section.h"
 
 namespace bert::finetune {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Reads typed values from one YAML mapping, remembering the first error and
-// the keys it knows, so a typo is reported rather than ignored.
-// (The same idea as common/run_config.cc's reader, for this file's layout.)
-class Section {
- public:
-  Section(const YAML::Node& node, std::string prefix, Status* error)
-      : node_(node), prefix_(std::move(prefix)), error_(error) {
-    if (node_ && !node_.IsNull() && !node_.IsMap()) Fail("", "must be a mapping");
+// class_weights: [] | balanced | [w0, w1, ...]
+void GetClassWeights(YamlSection& section, const char* key, std::string* mode, std::vector<double>* weights) {
+  YAML::Node value = section.Find(key);
+  if (!value.IsDefined()) return;
+  if (value.IsScalar()) {
+    *mode = value.Scalar();
+    if (*mode != "balanced") section.Fail(key, "must be balanced or a list of weights, got '" + *mode + "'");
+    return;
   }
-
-  template <typename T>
-  void Get(const char* key, T* out) {
-    YAML::Node value = Find(key);
-    if (!value.IsDefined()) return;
-    try {
-      *out = value.as<T>();
-    } catch (const YAML::Exception&) {
-      Fail(key, "has the wrong type (" + Describe(value) + ")");
-    }
+  try {
+    *weights = value.as<std::vector<double>>();
+    *mode = weights->empty() ? "" : "explicit";
+  } catch (const YAML::Exception&) {
+    section.Fail(key, "must be balanced or a list of numbers (" + YamlSection::Describe(value) + ")");
   }
-
-  void GetStrings(const char* key, std::vector<std::string>* out) {
-    YAML::Node value = Find(key);
-    if (!value.IsDefined()) return;
-    try {
-      *out = value.as<std::vector<std::string>>();
-    } catch (const YAML::Exception&) {
-      Fail(key, "must be a list of names");
-    }
-  }
-
-  // class_weights: [] | balanced | [w0, w1, ...]
-  void GetClassWeights(const char* key, std::string* mode, std::vector<double>* weights) {
-    YAML::Node value = Find(key);
-    if (!value.IsDefined()) return;
-    if (value.IsScalar()) {
-      *mode = value.Scalar();
-      if (*mode != "balanced") Fail(key, "must be balanced or a list of weights, got '" + *mode + "'");
-      return;
-    }
-    try {
-      *weights = value.as<std::vector<double>>();
-      *mode = weights->empty() ? "" : "explicit";
-    } catch (const YAML::Exception&) {
-      Fail(key, "must be balanced or a list of numbers (" + Describe(value) + ")");
-    }
-  }
-
-  YAML::Node Child(const char* key) {
-    seen_.insert(key);
-    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
-  }
-
-  void RejectUnknownKeys() {
-    if (!error_->ok() || !node_ || !node_.IsMap()) return;
-    std::set<std::string> given;
-    for (const auto& item : node_) {
-      // as<std::string>() throws on a sequence or map used as a key ("[a]: 1").
-      if (!item.first.IsScalar()) return Fail("(a key)", "keys must be plain strings, not a list or a map");
-      const std::string key = item.first.as<std::string>();
-      if (!given.insert(key).second) return Fail(key, "is given twice");
-      if (!seen_.count(key)) {
-        std::string known;
-        for (const std::string& k : seen_) known += (known.empty() ? "" : ", ") + k;
-        return Fail(key, "is not a known key (known here: " + known + ")");
-      }
-    }
-  }
-
- private:
-  // The value of `key`, or an invalid node when absent or null (yaml-cpp's
-  // default Node is a valid null node, hence YAML::Node(YAML::NodeType::Undefined)).
-  YAML::Node Find(const char* key) {
-    seen_.insert(key);
-    if (!error_->ok() || !node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-    YAML::Node value = node_[key];
-    return value && !value.IsNull() ? value : YAML::Node(YAML::NodeType::Undefined);
-  }
-  static std::string Describe(const YAML::Node& value) {
-    if (value.IsScalar()) return "'" + value.Scalar() + "'";
-    return value.IsSequence() ? "a list" : "a mapping";
-  }
-  // Keys and the values quoted in `what` come from the file: kept on one line.
-  void Fail(const std::string& key, const std::string& what) {
-    if (error_->ok()) *error_ = Status::InvalidArgument(prefix_ + OneLineText(key) + ": " + OneLineText(what));
-  }
-
-  YAML::Node node_;
-  std::string prefix_;
-  Status* error_;
-  std::set<std::string> seen_;
-};
+}
 
 Status Check(bool ok, const std::string& key, const std::string& what) {
   return ok ? Status::Ok() : Status::InvalidArgument(key + ": " + what);
@@ -221,14 +146,14 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   c.source = source;
   Status error;
   std::string format = "auto";
-  Section top(root, "", &error);
+  YamlSection top(root, "", &error, /*null_is_absent=*/true);
   top.Get("init", &c.init);
   top.Get("model", &c.model);
   top.Get("vocab", &c.vocab);
   top.Get("lower_case", &c.lower_case);
   top.Get("output", &c.output);
-  top.GetStrings("labels", &c.labels);
-  Section data(top.Child("data"), "data.", &error);
+  top.GetStrings("labels", &c.labels, /*scalar_ok=*/false, "must be a list of names");
+  YamlSection data(top.Child("data"), "data.", &error, true);
   data.Get("train", &c.train_file);
   data.Get("dev", &c.dev_file);
   data.Get("test", &c.test_file);
@@ -236,7 +161,7 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   data.Get("text_field", &c.fields.text);
   data.Get("text_pair_field", &c.fields.text_pair);
   data.Get("label_field", &c.fields.label);
-  Section train(top.Child("train"), "train.", &error);
+  YamlSection train(top.Child("train"), "train.", &error, true);
   train.Get("max_seq_len", &c.max_seq_len);
   train.Get("batch_size", &c.batch_size);
   train.Get("epochs", &c.epochs);
@@ -250,18 +175,18 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   train.Get("layer_lr_decay", &c.layer_lr_decay);
   train.Get("freeze_embeddings", &c.freeze_embeddings);
   train.Get("freeze_layers", &c.freeze_layers);
-  Section loss(top.Child("loss"), "loss.", &error);
+  YamlSection loss(top.Child("loss"), "loss.", &error, true);
   loss.Get("type", &c.loss);
   loss.Get("label_smoothing", &c.label_smoothing);
   loss.Get("focal_gamma", &c.focal_gamma);
-  loss.GetClassWeights("class_weights", &c.class_weights_mode, &c.class_weights);
-  Section regularization(top.Child("regularization"), "regularization.", &error);
+  GetClassWeights(loss, "class_weights", &c.class_weights_mode, &c.class_weights);
+  YamlSection regularization(top.Child("regularization"), "regularization.", &error, true);
   regularization.Get("rdrop_alpha", &c.rdrop_alpha);
   regularization.Get("fgm_epsilon", &c.fgm_epsilon);
-  Section early(top.Child("early_stopping"), "early_stopping.", &error);
+  YamlSection early(top.Child("early_stopping"), "early_stopping.", &error, true);
   early.Get("metric", &c.early_stopping_metric);
   early.Get("patience", &c.patience);
-  for (Section* s : {&data, &train, &loss, &regularization, &early, &top}) s->RejectUnknownKeys();
+  for (YamlSection* s : {&data, &train, &loss, &regularization, &early, &top}) s->RejectUnknownKeys();
   if (!error.ok()) return Status::InvalidArgument(source + ": " + error.message());
   Result<FileFormat> parsed_format = ParseFileFormat(format);
   if (!parsed_format.ok()) return Status::InvalidArgument(source + ": data.format: " + parsed_format.status().message());
