@@ -155,6 +155,7 @@ class Ingestor {
 
   Result<IngestReport> Run() {
     start_ = Clock::now();
+    fingerprint_ = Fingerprint();  // before the database exists, so an interrupted start leaves meta or nothing
     BERT_RETURN_IF_ERROR(OpenDb());
     BERT_RETURN_IF_ERROR(LoadOrInitState());
     if (already_complete_) return CompletedReport();
@@ -189,7 +190,6 @@ class Ingestor {
   }
 
   Status LoadOrInitState() {
-    fingerprint_ = Fingerprint();
     std::string meta_json, progress_json;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), "meta", &meta_json);
     if (s.ok()) {
@@ -204,6 +204,7 @@ class Ingestor {
         return Status::FailedPrecondition(dir_ + ": already holds a complete corpus made from other input or "
                                           "settings; pass --overwrite to rebuild it");
       }
+      if (meta->ingest_fingerprint != fingerprint_) return UnfinishedOtherIngest();
     } else if (!s.IsNotFound()) {
       return FromRocks(s, dir_, "cannot read meta");
     }
@@ -221,10 +222,7 @@ class Ingestor {
     nlohmann::json j = nlohmann::json::parse(progress_json, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return Status::Corruption(dir_ + ": progress record is not valid JSON");
     try {
-      if (j.at("fingerprint").get<std::string>() != fingerprint_) {
-        return Status::FailedPrecondition(dir_ + ": holds an unfinished ingest of different input files or settings; "
-                                          "re-run it with the original arguments, or pass --overwrite");
-      }
+      if (j.at("fingerprint").get<std::string>() != fingerprint_) return UnfinishedOtherIngest();
       ReaderPosition position{j.at("file_index"), j.at("byte_offset"), j.at("line_number")};
       totals_.next_doc_id = j.at("next_doc_id");
       totals_.sentences = j.at("sentences");
@@ -241,6 +239,11 @@ class Ingestor {
     report_.resumed = true;
     LOG(INFO) << "[prepare] continuing an interrupted ingest of " << dir_ << " at document " << totals_.next_doc_id;
     return Status::Ok();
+  }
+
+  Status UnfinishedOtherIngest() const {
+    return Status::FailedPrecondition(dir_ + ": holds an unfinished ingest of different input files or settings; "
+                                      "re-run it with the original arguments, or pass --overwrite");
   }
 
   CorpusMeta NewMeta() const {

@@ -151,7 +151,11 @@ TEST_F(PrepareTest, RefusesCompleteDatabaseOtherInputAndOtherVocabulary) {
   // An interrupted ingest of other input is not silently continued.
   CommandResult killed = RunCommand("timeout -s KILL 1.2 " + Bertctl() + " prepare --input " + LargeInput() +
                                     " --vocab " + UncasedVocab() + " --db " + (work_ / "partial"));
-  if (killed.exit_code == 137 && fs::exists(work_ / "partial/CURRENT")) {
+  // Killed before the ingest recorded its meta there is nothing to protect; after it, other input is refused.
+  bool started = killed.exit_code == 137 &&
+                 RunCommand(Bertctl() + " corpus stats --db " + (work_ / "partial")).output.find("interrupted") !=
+                     std::string::npos;
+  if (started) {
     CommandResult other = Prepare(work_ / "other.txt", work_ / "partial");
     EXPECT_NE(other.exit_code, 0);
     EXPECT_NE(other.output.find("unfinished ingest"), std::string::npos) << other.output;
