@@ -10,6 +10,8 @@ PACKAGES=(
   clang ccache
   # tests and benchmarks (promtool checks /metrics; headless Chromium draws the dashboard)
   googletest libgtest-dev libgmock-dev libbenchmark-dev prometheus chromium
+  # PyTorch for the independent HuggingFace-BERT reference (tests/reference/hf_bert_ref.py)
+  python3-torch python3-numpy
   # tensors and fast CPU math (without OpenBLAS LibTorch is ~30x slower)
   libtorch-dev libopenblas0-pthread
   # collectives and launch

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -182,6 +183,35 @@ TEST_F(FinetuneTest, PredictKeepsInputOrderAndItsProbabilitiesSumToOne) {
   // The same model scored the same file in training: the same accuracy.
   const nlohmann::json metrics = ReadJson(Out() + "/metrics.json");
   EXPECT_NEAR(correct / 60.0, metrics["test"]["accuracy"].get<double>(), 1e-9);
+}
+
+// A second implementation reads the fine-tuned directory as HuggingFace
+// `transformers` would (tests/reference/hf_bert_ref.py: names, shapes, config
+// keys, tokenizer config; PyTorch in float64) and scores the test file like
+// `--predict` does. Debian's python3-torch lives under /usr/bin/python3.
+TEST_F(FinetuneTest, AnIndependentHfBertReadsTheModelAndScoresLikePredict) {
+  ASSERT_EQ(run_->exit_code, 0) << run_->output;
+  testing::CommandResult ours = testing::RunCommand(Worker() + " --predict --model " + Out() + " --input " +
+                                                    Fixture("test") + " --output " + (*dir_ / "ours.jsonl"));
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  testing::CommandResult reference =
+      testing::RunCommand("/usr/bin/python3 " + std::string(BERT_SOURCE_DIR) + "/tests/reference/hf_bert_ref.py " +
+                          Out() + " " + Fixture("test") + " > " + (*dir_ / "reference.jsonl"));
+  ASSERT_EQ(reference.exit_code, 0) << reference.output;
+  const std::vector<nlohmann::json> p = ReadJsonLines(*dir_ / "ours.jsonl");
+  const std::vector<nlohmann::json> r = ReadJsonLines(*dir_ / "reference.jsonl");
+  ASSERT_EQ(p.size(), 60u);
+  ASSERT_EQ(r.size(), p.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    EXPECT_EQ(p[i]["label"], r[i]["label"]) << "line " << i + 1;
+    for (const auto& [label, value] : r[i]["probabilities"].items()) {
+      ASSERT_TRUE(p[i]["probabilities"].contains(label)) << label;
+      max_diff = std::max(max_diff, std::abs(value.get<double>() - p[i]["probabilities"][label].get<double>()));
+    }
+  }
+  std::printf("hf reference: largest probability difference %.2e over %zu examples\n", max_diff, p.size());
+  EXPECT_LT(max_diff, 1e-5);  // fp32 against fp64
 }
 
 TEST(FinetuneDistributedTest, TwoRanksTrainTheSameWeightsAsOne) {
