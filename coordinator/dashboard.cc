@@ -156,10 +156,16 @@ function render(s, h) {
   document.body.dataset.step = s.step;
   document.title = "bert " + s.run + ": step " + s.step + "/" + s.total_steps + " " + s.state;
 }
+const token = new URLSearchParams(location.search).get("token");
+const request = {cache: "no-store", headers: token ? {"Authorization": "Bearer " + token} : {}};
+async function get(path) {
+  const r = await fetch(path, request);
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status + (r.status == 401 ? " (open the page as /?token=TOKEN)" : ""));
+  return r.json();
+}
 async function refresh() {
   try {
-    const [s, h] = await Promise.all([fetch("status", {cache: "no-store"}).then(r => r.json()),
-                                      fetch("history", {cache: "no-store"}).then(r => r.json())]);
+    const [s, h] = await Promise.all([get("status"), get("history")]);
     render(s, h);
   } catch (e) {
     document.getElementById("banner").textContent = "coordinator unreachable (" + e + "); showing the last state";

@@ -99,7 +99,14 @@ Result<std::string> StatusService::Start(const std::string& bind) {
     http_->set_payload_max_length(kMaxRequestBodyBytes);
     http_->set_pre_routing_handler([this](const httplib::Request& request, httplib::Response& response) {
       int code = 0;
-      if (!Refuse(request.method, request.get_header_value("Authorization"), &code)) {
+      // A browser cannot add a header to the page it opens: the dashboard's
+      // address may carry the token as ?token=, and the page's own requests
+      // then send it as the header.
+      std::string authorization = request.get_header_value("Authorization");
+      if (authorization.empty() && request.has_param("token")) {
+        authorization = "Bearer " + request.get_param_value("token");
+      }
+      if (!Refuse(request.method, authorization, &code)) {
         return httplib::Server::HandlerResponse::Unhandled;
       }
       response.status = code;

@@ -3,8 +3,8 @@
 // watch a run. Read-only: every route is a GET (or HEAD) and changes
 // nothing; any other method gets 405. With a bearer token set
 // (--http-token-file), every route answers 401 unless the request carries
-// "Authorization: Bearer TOKEN" (the dashboard page too: open it through a
-// proxy that adds the header, or use status.json).
+// "Authorization: Bearer TOKEN" or "?token=TOKEN" (the form a browser can
+// open; the dashboard's own requests then send the header).
 //
 //   GET /status    the board's JSON snapshot (StatusBoard::Snapshot), with
 //                  "time_unix_ms" and "url" added

@@ -414,12 +414,26 @@ TEST_F(SecurityTest, TheStatusHttpIsReadOnlyAndRequiresTheTokenWhenSet) {
     EXPECT_EQ(none->get_header_value("WWW-Authenticate").rfind("Bearer", 0), 0u) << path;
     EXPECT_EQ(wrong->status, 401) << path;
     EXPECT_EQ(right->status, 200) << path;
+    // The query form, for a browser opening the dashboard.
+    httplib::Result query = Http("GET", std::string(path) + "?token=" + token);
+    httplib::Result wrong_query = Http("GET", std::string(path) + "?token=" + token + "x");
+    ASSERT_TRUE(query && wrong_query) << path;
+    EXPECT_EQ(query->status, 200) << path;
+    EXPECT_EQ(wrong_query->status, 401) << path;
   }
   httplib::Result post = Http("POST", "/status", token), head = Http("HEAD", "/status", token);
   ASSERT_TRUE(post && head);
   EXPECT_EQ(post->status, 405);
   EXPECT_EQ(post->get_header_value("Allow"), "GET, HEAD");
   EXPECT_EQ(head->status, 200);
+  // A browser opens the dashboard with the token in its address; the page's
+  // own requests carry it (the DOM after its scripts ran shows the status).
+  CommandResult page = RunCommand("chromium --headless --no-sandbox --disable-gpu --user-data-dir=" +
+                                  (work_ / "chromium") + " --virtual-time-budget=3000 --dump-dom '" + url_ +
+                                  "/?token=" + token + "' 2>" + (work_ / "chromium.log"));
+  ASSERT_EQ(page.exit_code, 0) << page.output;
+  EXPECT_NE(page.output.find("data-step=\"0\""), std::string::npos) << page.output;
+  EXPECT_NE(page.output.find("<div id=\"banner\"></div>"), std::string::npos) << "no error shown: " << page.output;
   // bertctl status passes the token from a file.
   CommandResult without = RunCommand(Bertctl() + " status " + url_ + "/ --json");
   EXPECT_NE(without.output.find("401"), std::string::npos) << without.output;
