@@ -7,6 +7,8 @@
 //   - streaming without flow control,
 // and the batch builders' own rate (samples per core-second), which shows
 // whether dispatch is bound by building or by transport.
+// Dispatch runs twice: with CURVE authentication and encryption (the
+// default of every run) and without (--insecure), so the cost of CURVE shows.
 // The corpus is the Linux kernel documentation (Debian's linux-doc-6.1).
 //   dispatch_bench [--smoke] [--steps N] [--prefetch P] [--build-threads T]
 #include <unistd.h>
@@ -16,8 +18,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
+#include "common/curve_keys.h"
 #include "common/file_util.h"
 #include "common/logging.h"
 #include "coordinator/client.h"
@@ -43,8 +47,11 @@ struct Rate {
 };
 
 // The coordinator (in this process, its own thread) and kWorkers clients.
+// With keys, both ends use CURVE (encryption and the ZAP handshake), as every
+// real run does unless --insecure.
 Rate RunDispatch(const bert::DataSource& data, const bert::DispatchGeometry& geometry, uint64_t steps,
-                 const bert::ServerOptions& base, const std::string& ledger_dir, bert::ServerStats* stats) {
+                 const bert::ServerOptions& base, const std::string& ledger_dir,
+                 const std::optional<bert::WorkerKeys>& keys, bert::ServerStats* stats) {
   bert::LedgerMeta meta;
   meta.run_id = "bench";
   meta.global_batch_size = geometry.global_batch_size;
@@ -67,6 +74,7 @@ Rate RunDispatch(const bert::DataSource& data, const bert::DispatchGeometry& geo
       client_options.run_id = "bench";
       client_options.rank = rank;
       client_options.world_size = kWorkers;
+      client_options.keys = keys;
       bert::CoordinatorClient client(client_options);
       if (!client.Register().ok()) return;
       while (true) {
@@ -211,16 +219,30 @@ int main(int argc, char** argv) {
               files.size(), smoke ? ", smoke" : "", (unsigned long long)data->index->num_documents(),
               data->options.max_seq_len, kWorkers, geometry->micro_batches, options.prefetch,
               options.builder.num_threads, std::thread::hardware_concurrency());
+  auto server_keys = bert::LoadOrCreateServerKeys(temp + "/keys");
+  if (!server_keys.ok()) return Fail(server_keys.status());
+  auto worker_keys = bert::LoadWorkerKeys(temp + "/keys");
+  if (!worker_keys.ok()) return Fail(worker_keys.status());
+  bert::ServerOptions curve_options = options;
+  curve_options.keys = *server_keys;
+  bert::ServerStats curve_stats;
+  const Rate curve = RunDispatch(*data, *geometry, steps, curve_options, temp + "/ledger-curve", *worker_keys, &curve_stats);
+  if (curve_stats.exit_code != bert::kExitOk || curve.messages == 0) {
+    return Fail(bert::Status::IoError("the CURVE dispatch run failed (exit code " + std::to_string(curve_stats.exit_code) + ")"));
+  }
   bert::ServerStats stats;
-  const Rate dispatch = RunDispatch(*data, *geometry, steps, options, temp + "/ledger", &stats);
+  const Rate dispatch = RunDispatch(*data, *geometry, steps, options, temp + "/ledger", std::nullopt, &stats);
   if (stats.exit_code != bert::kExitOk || dispatch.messages == 0) {
     return Fail(bert::Status::IoError("the dispatch run failed (exit code " + std::to_string(stats.exit_code) + ")"));
   }
   const double samples = static_cast<double>(dispatch.messages) * geometry->micro_batch_size;
   const size_t frame_bytes = dispatch.bytes / dispatch.messages;
-  std::printf("  coordinator -> %u workers (tcp loopback)    %9.0f samples/s  %7.1f MB/s  (%llu batches of %.1f KB in %.2f s)\n",
+  std::printf("  coordinator -> %u workers (tcp, --insecure) %9.0f samples/s  %7.1f MB/s  (%llu batches of %.1f KB in %.2f s)\n",
               kWorkers, samples / dispatch.seconds, dispatch.bytes / 1e6 / dispatch.seconds,
               (unsigned long long)dispatch.messages, frame_bytes / 1e3, dispatch.seconds);
+  std::printf("  the same with CURVE (the default)          %9.0f samples/s  %7.1f MB/s  (%.0f%% of plain)\n",
+              curve.messages * double(geometry->micro_batch_size) / curve.seconds, curve.bytes / 1e6 / curve.seconds,
+              100.0 * (curve.messages * double(geometry->micro_batch_size) / curve.seconds) / (samples / dispatch.seconds));
   std::printf("  batch building alone (generate+mask+encode) %9.0f samples/core-s  (%.2f core-s for %llu samples)\n",
               stats.samples_built / std::max(1e-9, stats.build_cpu_s), stats.build_cpu_s,
               (unsigned long long)stats.samples_built);
