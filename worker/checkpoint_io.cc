@@ -75,15 +75,19 @@ Status CheckpointSaver::Wait() {
 Status CheckpointSaver::Save(uint64_t step, const FlatParameters& params, const FlatOptimizer& optimizer,
                              const DropoutRng& rng, const nlohmann::json& rank0_state) {
   BERT_RETURN_IF_ERROR(Wait());
-  CHECK_EQ(optimizer.shard_begin(), 0);
-  CHECK_EQ(optimizer.shard_end(), params.numel());
   const ShardRange range = ShardRanges(static_cast<uint64_t>(params.numel()), world_size_)[rank_];
+  // The optimizer holds state for its own range (ZeRO-1: this one; else all).
+  const int64_t state_begin = optimizer.shard_begin();
+  CHECK(state_begin <= static_cast<int64_t>(range.begin) && static_cast<int64_t>(range.end) <= optimizer.shard_end())
+      << "rank " << rank_ << "'s optimizer state [" << state_begin << ", " << optimizer.shard_end()
+      << ") does not cover its checkpoint range [" << range.begin << ", " << range.end << ")";
   const size_t n = range.size();
   // The copy is what the training thread pays; the write overlaps training.
   host_.resize(3 * n);
-  const float* sources[3] = {FloatData(params.values()), FloatData(optimizer.exp_avg()),
-                             FloatData(optimizer.exp_avg_sq())};
-  for (int s = 0; s < 3; ++s) std::memcpy(host_.data() + s * n, sources[s] + range.begin, n * sizeof(float));
+  const size_t state_offset = range.begin - static_cast<uint64_t>(state_begin);
+  const float* sources[3] = {FloatData(params.values()) + range.begin, FloatData(optimizer.exp_avg()) + state_offset,
+                             FloatData(optimizer.exp_avg_sq()) + state_offset};
+  for (int s = 0; s < 3; ++s) std::memcpy(host_.data() + s * n, sources[s], n * sizeof(float));
   const nlohmann::json rank_state = {{"dropout_seed", rng.seed()}, {"dropout_counter", rng.counter()}};
   const std::string rank0_text = rank_ == 0 ? WithModelConfig(rank0_state, run_dir_).dump(1) : std::string();
   thread_ = std::thread([this, step, range, n, rank_state, rank0_text] {
@@ -146,11 +150,15 @@ Status RestoreFromCheckpoint(const LoadedCheckpoint& checkpoint, FlatParameters*
     return Status::InvalidArgument(where + ": optimizer.kind " + kind + " but the run uses " +
                                    OptimizerKindName(optimizer->options().kind));
   }
-  const uint64_t n = m.total_elements;
-  torch::Tensor targets[3] = {params->values(), optimizer->exp_avg(), optimizer->exp_avg_sq()};
-  for (int s = 0; s < 3; ++s) {
-    BERT_RETURN_IF_ERROR(ReadRange(checkpoint, kSections[s], 0, n, targets[s].data_ptr<float>()));
-  }
+  // All the parameters; the optimizer state of the optimizer's own range
+  // (ZeRO-1: this rank's part), from whichever shards hold it.
+  BERT_RETURN_IF_ERROR(ReadRange(checkpoint, kSections[0], 0, m.total_elements, params->values().data_ptr<float>()));
+  const uint64_t state_begin = static_cast<uint64_t>(optimizer->shard_begin());
+  const uint64_t state_end = static_cast<uint64_t>(optimizer->shard_end());
+  BERT_RETURN_IF_ERROR(
+      ReadRange(checkpoint, kSections[1], state_begin, state_end, optimizer->exp_avg().data_ptr<float>()));
+  BERT_RETURN_IF_ERROR(
+      ReadRange(checkpoint, kSections[2], state_begin, state_end, optimizer->exp_avg_sq().data_ptr<float>()));
   optimizer->set_step(m.optimizer.value("step", int64_t{0}));
   if (m.world_size == world_size && rank < m.shards.size() && m.shards[rank].rank_state.contains("dropout_counter")) {
     const nlohmann::json& state = m.shards[rank].rank_state;

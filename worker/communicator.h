@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -46,6 +47,18 @@ class Communicator {
   // AllReduce(kSum) up to the backend's summation order, which is fixed for
   // a given world size (deterministic).
   virtual Status AllReduceBuckets(void* data, size_t count, CommDataType type, size_t bucket_bytes) = 0;
+
+  // ZeRO-1's two halves, in place over a buffer cut into world_size
+  // consecutive parts, part r being counts[r] elements long (the same counts
+  // on every rank):
+  // - ReduceScatter: afterwards part rank() holds the sum over ranks of that
+  //   part; the other parts hold anything. Summation order is fixed for a
+  //   given world size (deterministic). A backend may sum every part (an
+  //   all-reduce is a valid reduce-scatter).
+  // - AllGather: afterwards every rank holds every rank's own part.
+  // Together they move the data of one all-reduce.
+  virtual Status ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) = 0;
+  virtual Status AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) = 0;
 
   // data (bytes) of `root` copied to every rank.
   virtual Status Broadcast(void* data, size_t bytes, int root) = 0;

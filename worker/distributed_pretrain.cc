@@ -5,14 +5,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 #include <thread>
 #include <vector>
 
 #include <glog/logging.h>
 
+#include "checkpoint/checkpoint.h"
 #include "common/file_util.h"
 #include "common/protocol.h"
 #include "coordinator/client.h"
@@ -84,10 +87,41 @@ class DistributedLoop {
 
  private:
   Status Prepare() {
-    Result<Pretraining> pretraining = MakePretraining(config_);
+    OptimizerShard shard;
+    if (options_.shard_optimizer) {
+      // ZeRO-1: this rank's part of the optimizer state (train_step.h).
+      Communicator* comm = comm_;
+      shard.rank = static_cast<uint32_t>(comm_->rank());
+      shard.world_size = static_cast<uint32_t>(comm_->world_size());
+      // A failed collective poisons the result (the step is then skipped or
+      // its update is NaN); the next collective of the step reports it.
+      shard.sum_over_ranks = [comm](double value) {
+        if (!comm->AllReduce(&value, 1, CommDataType::kFloat64, CommReduceOp::kSum).ok()) return std::nan("");
+        return value;
+      };
+      shard.norm_reducer = [comm](torch::Tensor& partial_squares) {
+        if (!comm->AllReduce(partial_squares.data_ptr(), static_cast<size_t>(partial_squares.numel()),
+                             CommDataType::kFloat64, CommReduceOp::kSum)
+                 .ok()) {
+          partial_squares.fill_(std::nan(""));
+        }
+      };
+    }
+    Result<Pretraining> pretraining = MakePretraining(config_, std::move(shard));
     if (!pretraining.ok()) return pretraining.status();
     model_ = std::move(pretraining->model);
     trainer_ = std::move(pretraining->trainer);
+    for (const ShardRange& range :
+         ShardRanges(static_cast<uint64_t>(model_->parameters().numel()), static_cast<uint32_t>(comm_->world_size()))) {
+      parts_.push_back(range.size());
+    }
+    const FlatOptimizer& optimizer = trainer_->optimizer();
+    const double state_mb = 2.0 * static_cast<double>(optimizer.exp_avg().numel()) *
+                            static_cast<double>(optimizer.exp_avg().element_size()) / 1e6;
+    LOG(INFO) << tag_ << " optimizer state " << std::fixed << std::setprecision(1) << state_mb
+              << " MB for parameters [" << optimizer.shard_begin() << ", " << optimizer.shard_end() << ") of "
+              << model_->parameters().numel()
+              << (options_.shard_optimizer ? " (ZeRO-1: this rank's part)" : " (replicated on every rank)");
     // Same initial weights everywhere; distinct dropout streams per rank.
     if (comm_->rank() > 0) {
       model_->dropout_rng().Restore(
@@ -253,11 +287,18 @@ class DistributedLoop {
       }
       double compute_seconds = SecondsSince(compute_start);
       FlatParameters& params = model_->parameters();
-      BERT_RETURN_IF_ERROR(comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
-                                                   CommDataType::kFloat32, options_.bucket_bytes));
+      if (options_.shard_optimizer) {
+        BERT_RETURN_IF_ERROR(comm_->ReduceScatter(params.grads().data_ptr(), parts_, CommDataType::kFloat32));
+      } else {
+        BERT_RETURN_IF_ERROR(comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
+                                                     CommDataType::kFloat32, options_.bucket_bytes));
+      }
       const Clock::time_point update_start = Clock::now();
       StepMetrics metrics = trainer_->ApplyGradients();
       compute_seconds += SecondsSince(update_start);
+      if (options_.shard_optimizer && !metrics.skipped) {
+        BERT_RETURN_IF_ERROR(comm_->AllGather(params.values().data_ptr(), parts_, CommDataType::kFloat32));
+      }
 
       // The step's figures over all ranks (each rank holds its share).
       double sums[6] = {metrics.loss, metrics.mlm_accuracy * static_cast<double>(metrics.num_masked),
@@ -378,6 +419,7 @@ class DistributedLoop {
   std::unique_ptr<PretrainProgress> progress_;
   std::unique_ptr<CheckpointSaver> saver_;
   RunInfo run_;
+  std::vector<size_t> parts_;  // ShardRanges(N, W) sizes: the ZeRO-1 parts of the flat buffers
   double peak_gflops_ = 0;  // fp32 GEMM peak of all ranks together (for MFU)
 };
 

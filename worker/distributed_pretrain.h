@@ -9,9 +9,14 @@
 //      (LossWeights::ShareOf) and the summed gradient is that of one batch
 //      of all the step's samples, whatever W and K are;
 //   3. forward/backward each micro-batch into the flat gradient buffer;
-//   4. all-reduce (sum) the flat gradient buffer in buckets
-//      (Communicator::AllReduceBuckets);
-//   5. clip and update: identical on every rank, as the inputs are;
+//   4. reduce-scatter (sum) the flat gradient buffer, so that each rank
+//      holds the sum of its ZeRO-1 part, ShardRanges(N, W)[rank];
+//   5. clip (the norm's partial squares summed over ranks) and update that
+//      part with the optimizer state only this rank keeps (ZeRO-1: optimizer
+//      memory / W), then all-gather the parameters: every rank ends the
+//      step with the same full parameters. (--replicate-optimizer instead
+//      all-reduces the gradients in buckets and every rank updates all of
+//      them with a full copy of the state.)
 //   6. acknowledge the micro-batches, the last one with the step's figures
 //      over all ranks (loss, accuracies, lr, counts, FLOPs, this rank's
 //      compute time), which the coordinator turns into /status, /metrics
@@ -45,7 +50,8 @@ struct DistributedOptions {
   uint64_t generation = 0;          // launcher restart count (for the coordinator's logs)
   int register_timeout_ms = 60000;
   int64_t checksum_every = 100;     // steps between parameter checksums (0: only at the end)
-  size_t bucket_bytes = size_t{25} << 20;
+  bool shard_optimizer = true;       // ZeRO-1; false: replicated state, bucketed all-reduce
+  size_t bucket_bytes = size_t{25} << 20;  // all-reduce buckets (replicated optimizer only)
   std::string save_params;          // rank 0 writes the final flat fp32 parameters here (raw, native order)
 };
 

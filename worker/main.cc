@@ -145,7 +145,13 @@ int main(int argc, char** argv) {
                  "Steps between cross-rank parameter checks (0: only at the end)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-  app.add_option("--bucket-mb", bucket_mb, "All-reduce bucket size (MiB)")->capture_default_str()->check(CLI::Range(1, 4096));
+  bool replicate_optimizer = false;
+  app.add_flag("--replicate-optimizer", replicate_optimizer,
+               "Keep the whole optimizer state on every rank and all-reduce the gradients (default: ZeRO-1, each "
+               "rank keeps and updates 1/W of it: reduce-scatter, update, all-gather)");
+  app.add_option("--bucket-mb", bucket_mb, "All-reduce bucket size (MiB), with --replicate-optimizer")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--save-params", dist.save_params,
                  "Rank 0 writes the final parameters here (raw fp32, the flat layout's order)");
   try {
@@ -154,6 +160,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? bert::kExitOk : bert::kExitUsage;
   }
   dist.bucket_bytes = static_cast<size_t>(bucket_mb) << 20;
+  dist.shard_optimizer = !replicate_optimizer;
   if (!finetune_path.empty()) {
     bert::MpiEnvironment mpi(&argc, &argv);
     return RunFinetuneMode(finetune_path);

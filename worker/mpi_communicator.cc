@@ -144,6 +144,65 @@ Status MpiCommunicator::AllReduceBuckets(void* data, size_t count, CommDataType 
   return Status::Ok();
 }
 
+namespace {
+
+// counts has one entry per rank; their offsets, or an error naming the call.
+Status CheckParts(const std::vector<size_t>& counts, int world_size, int rank, const char* call) {
+  if (counts.size() != static_cast<size_t>(world_size)) {
+    return Status::InvalidArgument(std::string("mpi: ") + call + " on rank " + std::to_string(rank) + ": " +
+                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size) +
+                                   " ranks");
+  }
+  return Status::Ok();
+}
+
+// Whether every count and offset fits MPI's int.
+bool FitsInt(const std::vector<size_t>& counts) {
+  size_t total = 0;
+  for (size_t c : counts) total += c;
+  return total <= kMaxMpiCount;
+}
+
+}  // namespace
+
+Status MpiCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
+  BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "ReduceScatter"));
+  if (world_size_ == 1) return Status::Ok();
+  size_t total = 0, offset = 0;
+  for (int r = 0; r < world_size_; ++r) {
+    if (r == rank_) offset = total;
+    total += counts[r];
+  }
+  if (!FitsInt(counts)) return AllReduceBuckets(data, total, type, kMaxMpiCount * CommDataTypeSize(type));
+  const size_t element = CommDataTypeSize(type);
+  std::vector<int> recv_counts(counts.begin(), counts.end());
+  scratch_.resize(counts[rank_] * element);
+  BERT_RETURN_IF_ERROR(Check(MPI_Reduce_scatter(data, scratch_.data(), recv_counts.data(), ToMpi(type), MPI_SUM,
+                                                AsComm(comm_)),
+                             "MPI_Reduce_scatter"));
+  std::copy(scratch_.begin(), scratch_.end(), static_cast<char*>(data) + offset * element);
+  return Status::Ok();
+}
+
+Status MpiCommunicator::AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) {
+  BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "AllGather"));
+  if (world_size_ == 1) return Status::Ok();
+  const size_t element = CommDataTypeSize(type);
+  if (!FitsInt(counts)) {
+    size_t offset = 0;
+    for (int r = 0; r < world_size_; ++r) {
+      BERT_RETURN_IF_ERROR(Broadcast(static_cast<char*>(data) + offset * element, counts[r] * element, r));
+      offset += counts[r];
+    }
+    return Status::Ok();
+  }
+  std::vector<int> recv_counts(counts.begin(), counts.end()), offsets(counts.size());
+  for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + recv_counts[r - 1];
+  return Check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, recv_counts.data(), offsets.data(),
+                              ToMpi(type), AsComm(comm_)),
+               "MPI_Allgatherv");
+}
+
 Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {
   if (world_size_ == 1) return Status::Ok();
   char* p = static_cast<char*>(data);

@@ -171,6 +171,64 @@ Status NcclCommunicator::AllReduceBuckets(void* data, size_t count, CommDataType
   return Status::Ok();
 }
 
+namespace {
+
+// Issues op(part r, offset, count) for every part r, in groups of at most
+// max_ops; each group is one Issue().
+template <typename IssueFn, typename OpFn>
+Status ForEachPartGrouped(const std::vector<size_t>& counts, size_t max_ops, const char* call, IssueFn issue,
+                          OpFn op) {
+  std::vector<size_t> offsets(counts.size());
+  for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+  for (size_t first = 0; first < counts.size(); first += max_ops) {
+    const size_t last = std::min(counts.size(), first + max_ops);
+    BERT_RETURN_IF_ERROR(issue(call, [&](ncclComm* comm) {
+      ncclResult_t rc = ncclGroupStart();
+      if (rc != ncclSuccess) return int{rc};
+      for (size_t r = first; r < last && rc == ncclSuccess; ++r) rc = op(comm, static_cast<int>(r), offsets[r], counts[r]);
+      const ncclResult_t end = ncclGroupEnd();  // always closed, as in AllReduceBuckets
+      return int{rc != ncclSuccess ? rc : end};
+    }));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status NcclCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
+  if (counts.size() != static_cast<size_t>(world_size_)) {
+    return Status::InvalidArgument("nccl: ReduceScatter on rank " + std::to_string(rank_) + ": " +
+                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size_) +
+                                   " ranks");
+  }
+  const size_t element = ElementBytes(type);
+  char* bytes = static_cast<char*>(data);
+  return ForEachPartGrouped(
+      counts, kMaxOpsPerGroup, "ncclGroupEnd(ncclReduce parts)",
+      [this](const char* call, const std::function<int(ncclComm*)>& enqueue) { return Issue(call, enqueue); },
+      [&](ncclComm* comm, int root, size_t offset, size_t count) {
+        return ncclReduce(bytes + offset * element, bytes + offset * element, count, ToNccl(type), ncclSum, root,
+                          comm, AsStream(cuda_stream_));
+      });
+}
+
+Status NcclCommunicator::AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) {
+  if (counts.size() != static_cast<size_t>(world_size_)) {
+    return Status::InvalidArgument("nccl: AllGather on rank " + std::to_string(rank_) + ": " +
+                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size_) +
+                                   " ranks");
+  }
+  const size_t element = ElementBytes(type);
+  char* bytes = static_cast<char*>(data);
+  return ForEachPartGrouped(
+      counts, kMaxOpsPerGroup, "ncclGroupEnd(ncclBroadcast parts)",
+      [this](const char* call, const std::function<int(ncclComm*)>& enqueue) { return Issue(call, enqueue); },
+      [&](ncclComm* comm, int root, size_t offset, size_t count) {
+        return ncclBroadcast(bytes + offset * element, bytes + offset * element, count * element, ncclUint8, root,
+                             comm, AsStream(cuda_stream_));
+      });
+}
+
 Status NcclCommunicator::Broadcast(void* data, size_t bytes, int root) {
   if (root < 0 || root >= world_size_) {
     return Status::InvalidArgument("nccl: ncclBroadcast root " + std::to_string(root) + " on rank " +

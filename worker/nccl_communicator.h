@@ -71,6 +71,11 @@ class NcclCommunicator : public Communicator {
   // whole buffer; for a fixed world size and bucket size it is the same
   // every run.
   Status AllReduceBuckets(void* data, size_t count, CommDataType type, size_t bucket_bytes) override;
+  // One ncclReduce per part (root: the part's rank) and one ncclBroadcast
+  // per part, in groups of at most kMaxOpsPerGroup: ncclReduceScatter and
+  // ncclAllGather need equal parts, ShardRanges' may differ by one.
+  Status ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) override;
+  Status AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) override;
   Status Broadcast(void* data, size_t bytes, int root) override;
   // An all-reduce of one element, then Synchronize(): on return every
   // collective this rank enqueued before it has finished.

@@ -1,5 +1,7 @@
 #include "worker/train_step.h"
 
+#include "checkpoint/checkpoint.h"
+
 #include <glog/logging.h>
 
 #include <chrono>
@@ -63,9 +65,26 @@ Status TrainerOptions::Validate() const {
   return Status::Ok();
 }
 
-Trainer::Trainer(BertForPreTraining* model, const TrainerOptions& options)
-    : model_(model), options_(options), optimizer_(options.optimizer, model->parameters()) {
+namespace {
+
+ShardRange RangeOf(const OptimizerShard& shard, const FlatParameters& params) {
+  CHECK(shard.world_size > 0 && shard.rank < shard.world_size) << "rank " << shard.rank << " of " << shard.world_size;
+  return ShardRanges(static_cast<uint64_t>(params.numel()), shard.world_size)[shard.rank];
+}
+
+}  // namespace
+
+Trainer::Trainer(BertForPreTraining* model, const TrainerOptions& options, OptimizerShard shard)
+    : model_(model),
+      options_(options),
+      shard_(std::move(shard)),
+      shard_begin_(static_cast<int64_t>(RangeOf(shard_, model->parameters()).begin)),
+      shard_end_(static_cast<int64_t>(RangeOf(shard_, model->parameters()).end)),
+      optimizer_(options.optimizer, ShardRanges(model->parameters(), shard_begin_, shard_end_),
+                 static_cast<int64_t>(model->parameters().size()), shard_begin_, shard_end_,
+                 model->parameters().values().options()) {
   CHECK(options.Validate().ok()) << options.Validate().ToString();
+  if (shard_.norm_reducer) optimizer_.set_norm_reducer(shard_.norm_reducer);
 }
 
 Result<TrainerOptions> TrainerOptionsFromConfig(const TrainConfig& t) {
@@ -153,16 +172,25 @@ StepMetrics Trainer::ApplyGradients() {
   metrics.backward_seconds = pending_.backward_seconds;
   pending_ = MicroBatchStats();
 
-  metrics.grad_norm = GlobalNorm(params.grads());
+  const torch::Tensor& grads = params.grads();
+  const bool whole = shard_begin_ == 0 && shard_end_ == params.numel();
+  double squares = SumOfSquares(grads, shard_begin_, shard_end_ - shard_begin_);
+  if (shard_.sum_over_ranks) squares = shard_.sum_over_ranks(squares);
+  metrics.grad_norm = std::sqrt(squares);
   metrics.lr = options_.schedule.At(optimizer_.step() + 1);
   if (std::isfinite(metrics.grad_norm)) {
     double clip = 1.0;
     if (options_.max_grad_norm > 0 && metrics.grad_norm > options_.max_grad_norm) {
       clip = options_.max_grad_norm / (metrics.grad_norm + 1e-6);  // torch's clip_grad_norm_
     }
-    // The optimizer covers the whole buffer and zeroes the gradients as it
-    // reads them (no separate pass).
-    optimizer_.Step(params.values(), params.grads(), metrics.lr, clip, /*zero_grads=*/true);
+    // The optimizer zeroes the gradients of its range as it reads them (no
+    // separate pass); with a shard, the rest are zeroed here.
+    optimizer_.Step(params.values(), grads, metrics.lr, clip, /*zero_grads=*/true);
+    if (!whole) {
+      torch::NoGradGuard no_grad;
+      grads.narrow(0, 0, shard_begin_).zero_();
+      grads.narrow(0, shard_end_, params.numel() - shard_end_).zero_();
+    }
   } else {
     metrics.skipped = true;
     LOG(WARNING) << "[worker] step " << optimizer_.step() + 1 << ": gradient norm " << metrics.grad_norm
@@ -187,7 +215,7 @@ StepMetrics Trainer::TrainStep(const std::vector<PretrainBatch>& micro_batches) 
   return ApplyGradients();
 }
 
-Result<Pretraining> MakePretraining(const RunConfig& config) {
+Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard) {
   torch::set_num_threads(config.train.intra_op_threads);
   Result<TrainerOptions> trainer_options = TrainerOptionsFromConfig(config.train);
   if (!trainer_options.ok()) return trainer_options.status();
@@ -197,7 +225,7 @@ Result<Pretraining> MakePretraining(const RunConfig& config) {
   if (!model.ok()) return model.status();
   Pretraining result;
   result.model = std::move(model).value();
-  result.trainer = std::make_unique<Trainer>(result.model.get(), *trainer_options);
+  result.trainer = std::make_unique<Trainer>(result.model.get(), *trainer_options, std::move(shard));
   return result;
 }
 

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -87,10 +88,26 @@ struct StepMetrics {
   double forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;
 };
 
+// ZeRO-1 (Rajbhandari et al. 2020, stage 1): the trainer's optimizer keeps
+// state for, and updates, only this rank's part of the flat parameters,
+// ShardRanges(N, world_size)[rank] (checkpoint/checkpoint.h: the range its
+// checkpoint shard holds). The caller reduce-scatters
+// the gradients so that this range holds their sum before ApplyGradients()
+// and all-gathers the parameters after it. The rest of the gradient buffer
+// is ignored and zeroed. The clipping norm's square is this range's share,
+// added over ranks by sum_over_ranks; LAMB's per-tensor norms, whose tensors
+// a range boundary may cut, by norm_reducer. The default is the whole buffer
+// (one process).
+struct OptimizerShard {
+  uint32_t rank = 0, world_size = 1;
+  std::function<double(double)> sum_over_ranks;  // null: this process holds every part
+  NormReducer norm_reducer;
+};
+
 class Trainer {
  public:
   // `model` must outlive the trainer. CHECKs options (validate user input first).
-  Trainer(BertForPreTraining* model, const TrainerOptions& options);
+  Trainer(BertForPreTraining* model, const TrainerOptions& options, OptimizerShard shard = OptimizerShard());
 
   StepMetrics TrainStep(const std::vector<PretrainBatch>& micro_batches);
 
@@ -113,6 +130,8 @@ class Trainer {
  private:
   BertForPreTraining* model_;
   TrainerOptions options_;
+  OptimizerShard shard_;
+  int64_t shard_begin_, shard_end_;  // this rank's flat range
   FlatOptimizer optimizer_;
   MicroBatchStats pending_;
 };
@@ -125,6 +144,7 @@ struct Pretraining {
   std::unique_ptr<BertForPreTraining> model;
   std::unique_ptr<Trainer> trainer;
 };
-Result<Pretraining> MakePretraining(const RunConfig& config);
+// `shard`: this rank's part of the optimizer state (ZeRO-1; see above).
+Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard = OptimizerShard());
 
 }  // namespace bert

@@ -1,6 +1,7 @@
 // All-reduce benchmark: fp32 sums of 1 to 400 MiB over the MPI communicator,
 // one MPI_Allreduce per buffer (AllReduce) and one per 25 MiB bucket
-// (AllReduceBuckets, the trainer's gradient all-reduce), beside
+// (AllReduceBuckets, the gradient all-reduce of --replicate-optimizer) and
+// ReduceScatter then AllGather (ZeRO-1's pair, the default step), beside
 // memcpy of the same size measured in the same run (one copy between two
 // preallocated, pre-touched buffers, on rank 0 while the others wait): the
 // all-reduce moves each byte at least twice, so memcpy bounds what it can
@@ -186,7 +187,7 @@ double TimeMemcpy(size_t bytes, int repeats) {
 struct Row {
   size_t mib = 0;
   int repeats = 0;
-  Timing whole, buckets;
+  Timing whole, buckets, zero;  // zero: ReduceScatter then AllGather (ZeRO-1's step)
   double memcpy_s = 0;  // rank 0's
 };
 
@@ -202,6 +203,14 @@ Row MeasureSize(Communicator* comm, size_t mib, const Args& args) {
   row.buckets = TimeAllReduce(comm, &buffer, row.repeats, "AllReduceBuckets", [&] {
     return comm->AllReduceBuckets(buffer.data(), buffer.size(), CommDataType::kFloat32, args.bucket_mib * kMiB);
   });
+  std::vector<size_t> parts;  // ShardRanges' rule: sizes differ by at most one
+  for (int r = 0; r < comm->world_size(); ++r) {
+    parts.push_back(buffer.size() / comm->world_size() + (static_cast<size_t>(r) < buffer.size() % comm->world_size()));
+  }
+  row.zero = TimeAllReduce(comm, &buffer, row.repeats, "ReduceScatter+AllGather", [&] {
+    Status status = comm->ReduceScatter(buffer.data(), parts, CommDataType::kFloat32);
+    return status.ok() ? comm->AllGather(buffer.data(), parts, CommDataType::kFloat32) : status;
+  });
   buffer = std::vector<float>();  // rank 0's memcpy buffers take its place
   if (comm->rank() == 0) row.memcpy_s = TimeMemcpy(bytes, row.repeats);
   CheckOrAbort(comm->Barrier(), comm);
@@ -214,19 +223,22 @@ void PrintTable(const std::vector<Row>& rows, int world, const Args& args) {
               "slowest rank; GB/s = 1e9 B/s; busbw = algbw * 2(W-1)/W; memcpy on rank 0 alone\n",
               world, args.bucket_mib);
   if (world == 1) std::printf("[allreduce_bench] a world of one: the all-reduces are no-ops (run under mpirun)\n");
-  std::printf("%8s %4s | %28s | %28s | %17s | %9s\n", "", "", "AllReduce (one call)", "AllReduceBuckets", "memcpy",
-              "busbw /");
-  std::printf("%8s %4s | %8s %9s %9s | %8s %9s %9s | %8s %8s | %9s\n", "size MiB", "reps", "ms", "algbw", "busbw",
-              "ms", "algbw", "busbw", "ms", "GB/s", "memcpy");
+  std::printf("%8s %4s | %28s | %28s | %28s | %17s | %9s\n", "", "", "AllReduce (one call)", "AllReduceBuckets",
+              "ReduceScatter+AllGather", "memcpy", "busbw /");
+  std::printf("%8s %4s | %8s %9s %9s | %8s %9s %9s | %8s %9s %9s | %8s %8s | %9s\n", "size MiB", "reps", "ms", "algbw",
+              "busbw", "ms", "algbw", "busbw", "ms", "algbw", "busbw", "ms", "GB/s", "memcpy");
   for (const Row& row : rows) {
     const double bytes = static_cast<double>(row.mib * kMiB);
     auto gbps = [&](double seconds) { return seconds > 0 ? bytes / seconds / 1e9 : 0.0; };
     const double memcpy_gbps = gbps(row.memcpy_s);
-    const double best_busbw = bus_factor * std::max(gbps(row.whole.median_s), gbps(row.buckets.median_s));
-    std::printf("%8zu %4d | %8.2f %9.2f %9.2f | %8.2f %9.2f %9.2f | %8.2f %8.2f | %9.2f\n", row.mib, row.repeats,
-                row.whole.median_s * 1e3, gbps(row.whole.median_s), bus_factor * gbps(row.whole.median_s),
-                row.buckets.median_s * 1e3, gbps(row.buckets.median_s), bus_factor * gbps(row.buckets.median_s),
-                row.memcpy_s * 1e3, memcpy_gbps, memcpy_gbps > 0 ? best_busbw / memcpy_gbps : 0.0);
+    const double best_busbw =
+        bus_factor * std::max({gbps(row.whole.median_s), gbps(row.buckets.median_s), gbps(row.zero.median_s)});
+    std::printf("%8zu %4d | %8.2f %9.2f %9.2f | %8.2f %9.2f %9.2f | %8.2f %9.2f %9.2f | %8.2f %8.2f | %9.2f\n",
+                row.mib, row.repeats, row.whole.median_s * 1e3, gbps(row.whole.median_s),
+                bus_factor * gbps(row.whole.median_s), row.buckets.median_s * 1e3, gbps(row.buckets.median_s),
+                bus_factor * gbps(row.buckets.median_s), row.zero.median_s * 1e3, gbps(row.zero.median_s),
+                bus_factor * gbps(row.zero.median_s), row.memcpy_s * 1e3, memcpy_gbps,
+                memcpy_gbps > 0 ? best_busbw / memcpy_gbps : 0.0);
   }
   std::fflush(stdout);
 }
@@ -250,7 +262,7 @@ int main(int argc, char** argv) {
   int64_t verified = 1;
   for (size_t mib : args.sizes_mib) {
     rows.push_back(MeasureSize(comm, mib, args));
-    if (!rows.back().whole.verified || !rows.back().buckets.verified) verified = 0;
+    if (!rows.back().whole.verified || !rows.back().buckets.verified || !rows.back().zero.verified) verified = 0;
   }
   CheckOrAbort(comm->AllReduce(&verified, 1, CommDataType::kInt64, CommReduceOp::kMin), comm);
   if (comm->rank() == 0) {

@@ -210,6 +210,49 @@ TEST(MpiCommunicatorTest, AllReduceBucketsEqualsAllReduce) {
   });
 }
 
+// ZeRO-1's pair: ReduceScatter leaves this rank's part equal to the
+// all-reduce's (bit for bit: with two ranks each element is a + b), and
+// AllGather then gives every rank the all-reduced buffer. Parts of unequal
+// size (ShardRanges' rule), an empty part, and float64.
+TEST(MpiCommunicatorTest, ReduceScatterThenAllGatherEqualsAllReduce) {
+  if (!InChild()) return ExpectAllRanksPass();
+  RunChild([](Communicator* comm) {
+    for (const std::vector<size_t>& parts :
+         {std::vector<size_t>{500002, 500001}, std::vector<size_t>{3, 0}, std::vector<size_t>{0, 7}}) {
+      const size_t count = parts[0] + parts[1];
+      const size_t offset = comm->rank() == 0 ? 0 : parts[0];
+      const std::vector<float> input = NoisyFloats(count, comm->rank());
+      std::vector<float> reduced = input, scattered = input;
+      EXPECT_TRUE(comm->AllReduce(reduced.data(), count, CommDataType::kFloat32, CommReduceOp::kSum).ok());
+      Status status = comm->ReduceScatter(scattered.data(), parts, CommDataType::kFloat32);
+      EXPECT_TRUE(status.ok()) << status.ToString();
+      EXPECT_TRUE(parts[comm->rank()] == 0 || std::memcmp(scattered.data() + offset, reduced.data() + offset,
+                                                          parts[comm->rank()] * sizeof(float)) == 0)
+          << "rank " << comm->rank() << "'s part of " << count << " differs from the all-reduce's";
+      // Only the own part is defined: spoil the rest, AllGather must restore it.
+      for (size_t i = 0; i < count; ++i) {
+        if (i < offset || i >= offset + parts[comm->rank()]) scattered[i] = -1.0f;
+      }
+      status = comm->AllGather(scattered.data(), parts, CommDataType::kFloat32);
+      EXPECT_TRUE(status.ok()) << status.ToString();
+      EXPECT_TRUE(scattered == reduced) << "all-gathered " << count << " floats differ from the all-reduce's";
+      EXPECT_TRUE(count == 0 || reduced != input);
+    }
+    std::vector<double> values(1001);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = 1.0 / static_cast<double>(i + 1 + comm->rank());
+    std::vector<double> reduced = values;
+    EXPECT_TRUE(comm->AllReduce(reduced.data(), reduced.size(), CommDataType::kFloat64, CommReduceOp::kSum).ok());
+    EXPECT_TRUE(comm->ReduceScatter(values.data(), {501, 500}, CommDataType::kFloat64).ok());
+    EXPECT_TRUE(comm->AllGather(values.data(), {501, 500}, CommDataType::kFloat64).ok());
+    EXPECT_TRUE(values == reduced) << "float64";
+    // Parts that do not match the world size: an error naming the call and rank.
+    Status wrong = comm->AllGather(values.data(), {1001}, CommDataType::kFloat64);
+    EXPECT_FALSE(wrong.ok());
+    EXPECT_NE(wrong.message().find("AllGather on rank " + std::to_string(comm->rank())), std::string::npos)
+        << wrong.message();
+  });
+}
+
 TEST(MpiCommunicatorTest, BroadcastFromRankOne) {
   if (!InChild()) return ExpectAllRanksPass();
   RunChild([](Communicator* comm) {
