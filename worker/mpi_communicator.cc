@@ -38,6 +38,9 @@ MPI_Comm AsComm(void* comm) { return reinterpret_cast<MPI_Comm>(comm); }
 // MPI counts are int: large buffers go in pieces of at most this many elements.
 constexpr size_t kMaxMpiCount = size_t{1} << 30;
 
+// ReduceScatter and AllGather move each part in pieces of this many bytes.
+constexpr size_t kPartChunkBytes = size_t{25} << 20;
+
 }  // namespace
 
 size_t CommDataTypeSize(CommDataType type) {
@@ -156,31 +159,65 @@ Status CheckParts(const std::vector<size_t>& counts, int world_size, int rank, c
   return Status::Ok();
 }
 
-// Whether every count and offset fits MPI's int.
-bool FitsInt(const std::vector<size_t>& counts) {
-  size_t total = 0;
-  for (size_t c : counts) total += c;
-  return total <= kMaxMpiCount;
+// Where each part begins.
+std::vector<size_t> Offsets(const std::vector<size_t>& counts) {
+  std::vector<size_t> offsets(counts.size(), 0);
+  for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+  return offsets;
 }
+
+template <typename T>
+void AddTyped(void* into, const void* from, size_t n) {
+  T* a = static_cast<T*>(into);
+  const T* b = static_cast<const T*>(from);
+  for (size_t i = 0; i < n; ++i) a[i] += b[i];
+}
+
+// into[i] += from[i] for n elements of `type`.
+void AddInto(CommDataType type, void* into, const void* from, size_t n) {
+  switch (type) {
+    case CommDataType::kFloat32: return AddTyped<float>(into, from, n);
+    case CommDataType::kFloat64: return AddTyped<double>(into, from, n);
+    case CommDataType::kInt64: return AddTyped<int64_t>(into, from, n);
+    case CommDataType::kUint64: return AddTyped<uint64_t>(into, from, n);
+  }
+}
+
+// MPI tag of the ring's messages (collectives use their own context).
+constexpr int kRingTag = 0x5a31;
 
 }  // namespace
 
+// Ring reduce-scatter and all-gather (as NCCL's rings, and Open MPI's ring
+// all-reduce, do them), in pieces of at most kPartChunkBytes through
+// MPI_Sendrecv. Part c's sum starts at rank c + 1 and goes round the ring in
+// rank order, ending at rank c: a fixed order for a given world size.
 Status MpiCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
   BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "ReduceScatter"));
   if (world_size_ == 1) return Status::Ok();
-  size_t total = 0, offset = 0;
-  for (int r = 0; r < world_size_; ++r) {
-    if (r == rank_) offset = total;
-    total += counts[r];
-  }
-  if (!FitsInt(counts)) return AllReduceBuckets(data, total, type, kMaxMpiCount * CommDataTypeSize(type));
   const size_t element = CommDataTypeSize(type);
-  std::vector<int> recv_counts(counts.begin(), counts.end());
-  scratch_.resize(counts[rank_] * element);
-  BERT_RETURN_IF_ERROR(Check(MPI_Reduce_scatter(data, scratch_.data(), recv_counts.data(), ToMpi(type), MPI_SUM,
-                                                AsComm(comm_)),
-                             "MPI_Reduce_scatter"));
-  std::copy(scratch_.begin(), scratch_.end(), static_cast<char*>(data) + offset * element);
+  const std::vector<size_t> offsets = Offsets(counts);
+  const int next = (rank_ + 1) % world_size_, previous = (rank_ + world_size_ - 1) % world_size_;
+  char* bytes = static_cast<char*>(data);
+  const size_t piece = kPartChunkBytes / element;
+  scratch_.resize(std::min(piece, *std::max_element(counts.begin(), counts.end())) * element);
+  for (int s = 0; s + 1 < world_size_; ++s) {
+    // Send the part this rank has summed so far; add the one arriving into place.
+    const int send = ((rank_ - s - 1) % world_size_ + world_size_) % world_size_;
+    const int receive = ((rank_ - s - 2) % world_size_ + world_size_) % world_size_;
+    const size_t pieces = std::max((counts[send] + piece - 1) / piece, (counts[receive] + piece - 1) / piece);
+    for (size_t k = 0; k < pieces; ++k) {
+      const size_t send_first = std::min(k * piece, counts[send]), receive_first = std::min(k * piece, counts[receive]);
+      const size_t send_n = std::min(piece, counts[send] - send_first);
+      const size_t receive_n = std::min(piece, counts[receive] - receive_first);
+      BERT_RETURN_IF_ERROR(Check(MPI_Sendrecv(bytes + (offsets[send] + send_first) * element, static_cast<int>(send_n),
+                                              ToMpi(type), next, kRingTag, scratch_.data(),
+                                              static_cast<int>(receive_n), ToMpi(type), previous, kRingTag,
+                                              AsComm(comm_), MPI_STATUS_IGNORE),
+                                 "MPI_Sendrecv (reduce-scatter)"));
+      AddInto(type, bytes + (offsets[receive] + receive_first) * element, scratch_.data(), receive_n);
+    }
+  }
   return Status::Ok();
 }
 
@@ -188,19 +225,27 @@ Status MpiCommunicator::AllGather(void* data, const std::vector<size_t>& counts,
   BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "AllGather"));
   if (world_size_ == 1) return Status::Ok();
   const size_t element = CommDataTypeSize(type);
-  if (!FitsInt(counts)) {
-    size_t offset = 0;
-    for (int r = 0; r < world_size_; ++r) {
-      BERT_RETURN_IF_ERROR(Broadcast(static_cast<char*>(data) + offset * element, counts[r] * element, r));
-      offset += counts[r];
+  const std::vector<size_t> offsets = Offsets(counts);
+  const int next = (rank_ + 1) % world_size_, previous = (rank_ + world_size_ - 1) % world_size_;
+  char* bytes = static_cast<char*>(data);
+  const size_t piece = kPartChunkBytes / element;
+  for (int s = 0; s + 1 < world_size_; ++s) {
+    // Pass on the part received last (at first, this rank's own).
+    const int send = ((rank_ - s) % world_size_ + world_size_) % world_size_;
+    const int receive = ((rank_ - s - 1) % world_size_ + world_size_) % world_size_;
+    const size_t pieces = std::max((counts[send] + piece - 1) / piece, (counts[receive] + piece - 1) / piece);
+    for (size_t k = 0; k < pieces; ++k) {
+      const size_t send_first = std::min(k * piece, counts[send]), receive_first = std::min(k * piece, counts[receive]);
+      BERT_RETURN_IF_ERROR(Check(
+          MPI_Sendrecv(bytes + (offsets[send] + send_first) * element,
+                       static_cast<int>(std::min(piece, counts[send] - send_first)), ToMpi(type), next, kRingTag,
+                       bytes + (offsets[receive] + receive_first) * element,
+                       static_cast<int>(std::min(piece, counts[receive] - receive_first)), ToMpi(type), previous,
+                       kRingTag, AsComm(comm_), MPI_STATUS_IGNORE),
+          "MPI_Sendrecv (all-gather)"));
     }
-    return Status::Ok();
   }
-  std::vector<int> recv_counts(counts.begin(), counts.end()), offsets(counts.size());
-  for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + recv_counts[r - 1];
-  return Check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, recv_counts.data(), offsets.data(),
-                              ToMpi(type), AsComm(comm_)),
-               "MPI_Allgatherv");
+  return Status::Ok();
 }
 
 Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {
