@@ -84,7 +84,8 @@ int Main(int argc, char** argv) {
   const PretrainBatch batch = MakeBatch(batch_size, seq_len, masked, (*model)->config().vocab_size);
   const std::string dir = (std::filesystem::temp_directory_path() / ("stall-bench-" + std::to_string(::getpid())))
                               .string();
-  const nlohmann::json state = ModelStateJson((*model)->parameters(), trainer.optimizer(), options.schedule, 0);
+  nlohmann::json state = ModelStateJson((*model)->parameters(), trainer.optimizer(), options.schedule, 0);
+  state["model_config"] = (*model)->config().ToJson();  // what a run's config.yaml would add
   trainer.TrainStep({batch});  // warm-up: allocations, moments
 
   auto run = [&](bool save) {
