@@ -190,62 +190,48 @@ constexpr int kRingTag = 0x5a31;
 
 // Ring reduce-scatter and all-gather (as NCCL's rings, and Open MPI's ring
 // all-reduce, do them), in pieces of at most kPartChunkBytes through
-// MPI_Sendrecv. Part c's sum starts at rank c + 1 and goes round the ring in
-// rank order, ending at rank c: a fixed order for a given world size.
-Status MpiCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
-  BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "ReduceScatter"));
+// MPI_Sendrecv: W - 1 steps, in step s rank r sends part (r - s - shift) and
+// receives part (r - s - shift - 1) from rank r - 1. Reduce-scatter (shift
+// 1) adds what arrives to its own copy, so part c's sum starts at rank c + 1
+// and goes round the ring in rank order, ending at rank c: a fixed order for
+// a given world size. All-gather (shift 0) stores what arrives.
+Status MpiCommunicator::Ring(void* data, const std::vector<size_t>& counts, CommDataType type, bool reduce,
+                             const char* call) {
+  BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, call));
   if (world_size_ == 1) return Status::Ok();
   const size_t element = CommDataTypeSize(type);
   const std::vector<size_t> offsets = Offsets(counts);
   const int next = (rank_ + 1) % world_size_, previous = (rank_ + world_size_ - 1) % world_size_;
+  const int shift = reduce ? 1 : 0;
   char* bytes = static_cast<char*>(data);
   const size_t piece = kPartChunkBytes / element;
-  scratch_.resize(std::min(piece, *std::max_element(counts.begin(), counts.end())) * element);
+  if (reduce) scratch_.resize(std::min(piece, *std::max_element(counts.begin(), counts.end())) * element);
   for (int s = 0; s + 1 < world_size_; ++s) {
-    // Send the part this rank has summed so far; add the one arriving into place.
-    const int send = ((rank_ - s - 1) % world_size_ + world_size_) % world_size_;
-    const int receive = ((rank_ - s - 2) % world_size_ + world_size_) % world_size_;
+    const int send = ((rank_ - s - shift) % world_size_ + world_size_) % world_size_;
+    const int receive = ((rank_ - s - shift - 1) % world_size_ + world_size_) % world_size_;
     const size_t pieces = std::max((counts[send] + piece - 1) / piece, (counts[receive] + piece - 1) / piece);
     for (size_t k = 0; k < pieces; ++k) {
       const size_t send_first = std::min(k * piece, counts[send]), receive_first = std::min(k * piece, counts[receive]);
       const size_t send_n = std::min(piece, counts[send] - send_first);
       const size_t receive_n = std::min(piece, counts[receive] - receive_first);
+      char* destination = bytes + (offsets[receive] + receive_first) * element;
       BERT_RETURN_IF_ERROR(Check(MPI_Sendrecv(bytes + (offsets[send] + send_first) * element, static_cast<int>(send_n),
-                                              ToMpi(type), next, kRingTag, scratch_.data(),
+                                              ToMpi(type), next, kRingTag, reduce ? scratch_.data() : destination,
                                               static_cast<int>(receive_n), ToMpi(type), previous, kRingTag,
                                               AsComm(comm_), MPI_STATUS_IGNORE),
-                                 "MPI_Sendrecv (reduce-scatter)"));
-      AddInto(type, bytes + (offsets[receive] + receive_first) * element, scratch_.data(), receive_n);
+                                 reduce ? "MPI_Sendrecv (reduce-scatter)" : "MPI_Sendrecv (all-gather)"));
+      if (reduce) AddInto(type, destination, scratch_.data(), receive_n);
     }
   }
   return Status::Ok();
 }
 
+Status MpiCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
+  return Ring(data, counts, type, /*reduce=*/true, "ReduceScatter");
+}
+
 Status MpiCommunicator::AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) {
-  BERT_RETURN_IF_ERROR(CheckParts(counts, world_size_, rank_, "AllGather"));
-  if (world_size_ == 1) return Status::Ok();
-  const size_t element = CommDataTypeSize(type);
-  const std::vector<size_t> offsets = Offsets(counts);
-  const int next = (rank_ + 1) % world_size_, previous = (rank_ + world_size_ - 1) % world_size_;
-  char* bytes = static_cast<char*>(data);
-  const size_t piece = kPartChunkBytes / element;
-  for (int s = 0; s + 1 < world_size_; ++s) {
-    // Pass on the part received last (at first, this rank's own).
-    const int send = ((rank_ - s) % world_size_ + world_size_) % world_size_;
-    const int receive = ((rank_ - s - 1) % world_size_ + world_size_) % world_size_;
-    const size_t pieces = std::max((counts[send] + piece - 1) / piece, (counts[receive] + piece - 1) / piece);
-    for (size_t k = 0; k < pieces; ++k) {
-      const size_t send_first = std::min(k * piece, counts[send]), receive_first = std::min(k * piece, counts[receive]);
-      BERT_RETURN_IF_ERROR(Check(
-          MPI_Sendrecv(bytes + (offsets[send] + send_first) * element,
-                       static_cast<int>(std::min(piece, counts[send] - send_first)), ToMpi(type), next, kRingTag,
-                       bytes + (offsets[receive] + receive_first) * element,
-                       static_cast<int>(std::min(piece, counts[receive] - receive_first)), ToMpi(type), previous,
-                       kRingTag, AsComm(comm_), MPI_STATUS_IGNORE),
-          "MPI_Sendrecv (all-gather)"));
-    }
-  }
-  return Status::Ok();
+  return Ring(data, counts, type, /*reduce=*/false, "AllGather");
 }
 
 Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {

@@ -54,6 +54,8 @@ class MpiCommunicator : public Communicator {
  private:
   MpiCommunicator() = default;
   Status Check(int rc, const char* call) const;
+  // ReduceScatter (reduce) or AllGather as a ring (see the .cc).
+  Status Ring(void* data, const std::vector<size_t>& counts, CommDataType type, bool reduce, const char* call);
 
   void* comm_ = nullptr;  // MPI_Comm (kept out of this header)
   int rank_ = 0, world_size_ = 1;

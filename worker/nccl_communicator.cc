@@ -175,9 +175,15 @@ namespace {
 
 // Issues op(part r, offset, count) for every part r, in groups of at most
 // max_ops; each group is one Issue().
+// Fails naming `name` and the rank unless there is one part per rank.
 template <typename IssueFn, typename OpFn>
-Status ForEachPartGrouped(const std::vector<size_t>& counts, size_t max_ops, const char* call, IssueFn issue,
-                          OpFn op) {
+Status ForEachPartGrouped(const std::vector<size_t>& counts, int world_size, int rank, const char* name,
+                          size_t max_ops, const char* call, IssueFn issue, OpFn op) {
+  if (counts.size() != static_cast<size_t>(world_size)) {
+    return Status::InvalidArgument(std::string("nccl: ") + name + " on rank " + std::to_string(rank) + ": " +
+                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size) +
+                                   " ranks");
+  }
   std::vector<size_t> offsets(counts.size());
   for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
   for (size_t first = 0; first < counts.size(); first += max_ops) {
@@ -196,15 +202,10 @@ Status ForEachPartGrouped(const std::vector<size_t>& counts, size_t max_ops, con
 }  // namespace
 
 Status NcclCommunicator::ReduceScatter(void* data, const std::vector<size_t>& counts, CommDataType type) {
-  if (counts.size() != static_cast<size_t>(world_size_)) {
-    return Status::InvalidArgument("nccl: ReduceScatter on rank " + std::to_string(rank_) + ": " +
-                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size_) +
-                                   " ranks");
-  }
   const size_t element = ElementBytes(type);
   char* bytes = static_cast<char*>(data);
   return ForEachPartGrouped(
-      counts, kMaxOpsPerGroup, "ncclGroupEnd(ncclReduce parts)",
+      counts, world_size_, rank_, "ReduceScatter", kMaxOpsPerGroup, "ncclGroupEnd(ncclReduce parts)",
       [this](const char* call, const std::function<int(ncclComm*)>& enqueue) { return Issue(call, enqueue); },
       [&](ncclComm* comm, int root, size_t offset, size_t count) {
         return ncclReduce(bytes + offset * element, bytes + offset * element, count, ToNccl(type), ncclSum, root,
@@ -213,15 +214,10 @@ Status NcclCommunicator::ReduceScatter(void* data, const std::vector<size_t>& co
 }
 
 Status NcclCommunicator::AllGather(void* data, const std::vector<size_t>& counts, CommDataType type) {
-  if (counts.size() != static_cast<size_t>(world_size_)) {
-    return Status::InvalidArgument("nccl: AllGather on rank " + std::to_string(rank_) + ": " +
-                                   std::to_string(counts.size()) + " parts for " + std::to_string(world_size_) +
-                                   " ranks");
-  }
   const size_t element = ElementBytes(type);
   char* bytes = static_cast<char*>(data);
   return ForEachPartGrouped(
-      counts, kMaxOpsPerGroup, "ncclGroupEnd(ncclBroadcast parts)",
+      counts, world_size_, rank_, "AllGather", kMaxOpsPerGroup, "ncclGroupEnd(ncclBroadcast parts)",
       [this](const char* call, const std::function<int(ncclComm*)>& enqueue) { return Issue(call, enqueue); },
       [&](ncclComm* comm, int root, size_t offset, size_t count) {
         return ncclBroadcast(bytes + offset * element, bytes + offset * element, count * element, ncclUint8, root,
