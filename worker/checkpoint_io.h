@@ -5,6 +5,10 @@
 // Sections: "params" (the flat parameters), "exp_avg" and "exp_avg_sq"
 // (the optimizer's moments). Rank r of W stores the element range
 // ShardRanges(N, W)[r] of each: the ranks write disjoint parts in parallel.
+// With ZeRO-1 (train_step.h, OptimizerShard) that range is exactly the
+// optimizer state rank r keeps; a replicated optimizer holds all of it.
+// Restoring reads all the parameters and the moments of the optimizer's own
+// range, from a checkpoint of any world size.
 // Its rank state is its dropout stream (seed, counter). Rank 0 also writes
 // rank0-state.json: the layout (name, dtype, shape, offset of every tensor),
 // the optimizer (kind, hyperparameters, step count), the schedule and the
