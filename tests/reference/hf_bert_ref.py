@@ -17,6 +17,17 @@ config keys a second implementation reads the same way.
 
 Usage: hf_bert_ref.py MODEL_DIR INPUT.jsonl [--text-field text] [--pair-field F]
 Prints one JSON line per input: {"label": ..., "probabilities": {label: p}}.
+
+       hf_bert_ref.py MODEL_DIR --pretraining CASE.json
+BertForPreTraining instead (an export of a pretraining checkpoint): CASE.json
+holds input_ids and token_type_ids ([B][T]), lengths ([B], the rest of a row
+is padding), masked_positions (flat b * T + t) and the other implementation's
+mlm_logits ([M][V]) and nsp_logits ([B][2]). The MLM head is transform
+(dense, hidden_act, LayerNorm) then the decoder tied to the word embeddings
+(a stored cls.predictions.decoder.weight must equal them) plus
+cls.predictions.bias; NSP is cls.seq_relationship on the pooled output.
+Prints {"mlm_max_diff": ..., "nsp_max_diff": ..., "mlm_max_abs": ...}.
+
 Needs python3-torch (Debian) and NumPy.
 """
 
@@ -96,7 +107,8 @@ def layer_norm(w, prefix, x, hidden, eps):
                                           eps)
 
 
-def classify(w, config, input_ids, token_type_ids, attention_mask):
+def encode_sequence(w, config, input_ids, token_type_ids, attention_mask):
+    """BertModel: the final hidden states [B, T, H] and the pooled output [B, H]."""
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     head_dim = hidden // heads
@@ -132,7 +144,34 @@ def classify(w, config, input_ids, token_type_ids, attention_mask):
                        hidden, eps)
 
     pooled = torch.tanh(linear(w, "bert.pooler.dense", x[:, 0], hidden, hidden))
-    return linear(w, "classifier", pooled, config["num_labels"], hidden)
+    return x, pooled
+
+
+def classify(w, config, input_ids, token_type_ids, attention_mask):
+    _, pooled = encode_sequence(w, config, input_ids, token_type_ids, attention_mask)
+    return linear(w, "classifier", pooled, config["num_labels"], config["hidden_size"])
+
+
+def pretraining(w, config, case):
+    """BertForPreTraining's MLM logits at case's masked positions and its NSP logits."""
+    hidden, vocab = config["hidden_size"], config["vocab_size"]
+    input_ids = torch.tensor(case["input_ids"])
+    batch, seq = input_ids.shape
+    mask = (torch.arange(seq)[None, :] < torch.tensor(case["lengths"])[:, None]).to(torch.float64)
+    x, pooled = encode_sequence(w, config, input_ids, torch.tensor(case["token_type_ids"]), mask)
+    rows = x.reshape(batch * seq, hidden)[torch.tensor(case["masked_positions"])]
+    t = activation(config.get("hidden_act", "gelu"))(linear(w, "cls.predictions.transform.dense", rows, hidden, hidden))
+    t = layer_norm(w, "cls.predictions.transform.LayerNorm", t, hidden, config.get("layer_norm_eps", 1e-12))
+    embeddings = w("bert.embeddings.word_embeddings.weight", [vocab, hidden])
+    if "cls.predictions.decoder.weight" in w.tensors:
+        if not torch.equal(w("cls.predictions.decoder.weight", [vocab, hidden]), embeddings):
+            fail("cls.predictions.decoder.weight differs from the word embeddings it is tied to")
+    mlm = t @ embeddings.T + w("cls.predictions.bias", [vocab])
+    if "cls.predictions.decoder.bias" in w.tensors:
+        if not torch.equal(w("cls.predictions.decoder.bias", [vocab]), w.tensors["cls.predictions.bias"]):
+            fail("cls.predictions.decoder.bias differs from cls.predictions.bias")
+    nsp = linear(w, "cls.seq_relationship", pooled, 2, hidden)
+    return mlm, nsp
 
 
 def encode(tokenizer, vocab, text, pair, max_len):
@@ -155,17 +194,22 @@ def encode(tokenizer, vocab, text, pair, max_len):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("input")
+    parser.add_argument("input", nargs="?")
+    parser.add_argument("--pretraining", metavar="CASE.json")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field")
     args = parser.parse_args()
 
     with open(os.path.join(args.model_dir, "config.json")) as f:
         config = json.load(f)
-    if config.get("architectures") != ["BertForSequenceClassification"]:
-        fail("config.json: architectures is %s, not BertForSequenceClassification" % config.get("architectures"))
     if config.get("position_embedding_type", "absolute") != "absolute":
         fail("config.json: only absolute position embeddings are supported")
+    if args.pretraining:
+        return main_pretraining(args, config)
+    if args.input is None:
+        fail("give INPUT.jsonl or --pretraining CASE.json")
+    if config.get("architectures") != ["BertForSequenceClassification"]:
+        fail("config.json: architectures is %s, not BertForSequenceClassification" % config.get("architectures"))
     id2label = {int(k): v for k, v in config["id2label"].items()}
     config.setdefault("num_labels", len(id2label))
     if len(id2label) != config["num_labels"]:
@@ -199,6 +243,27 @@ def main():
     unused = sorted(n for n in w.tensors if n not in w.used and not n.startswith("cls."))
     if unused:
         fail("tensors a BertForSequenceClassification does not use: " + ", ".join(unused[:5]))
+
+
+def main_pretraining(args, config):
+    if config.get("architectures") != ["BertForPreTraining"]:
+        fail("config.json: architectures is %s, not BertForPreTraining" % config.get("architectures"))
+    with open(args.pretraining) as f:
+        case = json.load(f)
+    w = Weights(read_safetensors(os.path.join(args.model_dir, "model.safetensors")))
+    torch.set_grad_enabled(False)
+    mlm, nsp = pretraining(w, config, case)
+    theirs_mlm = torch.tensor(case["mlm_logits"], dtype=torch.float64)
+    theirs_nsp = torch.tensor(case["nsp_logits"], dtype=torch.float64)
+    if theirs_mlm.shape != mlm.shape or theirs_nsp.shape != nsp.shape:
+        fail("logit shapes %s and %s, expected %s and %s" % (list(theirs_mlm.shape), list(theirs_nsp.shape),
+                                                             list(mlm.shape), list(nsp.shape)))
+    unused = sorted(n for n in w.tensors if n not in w.used)
+    if unused:
+        fail("tensors a BertForPreTraining does not use: " + ", ".join(unused[:5]))
+    print(json.dumps({"mlm_max_diff": (mlm - theirs_mlm).abs().max().item(),
+                      "nsp_max_diff": (nsp - theirs_nsp).abs().max().item(),
+                      "mlm_max_abs": mlm.abs().max().item()}))
 
 
 if __name__ == "__main__":
