@@ -120,16 +120,6 @@ INSTANTIATE_TEST_SUITE_P(Signals, DeadWorkerTest, ::testing::Values(SIGKILL, SIG
                            return info.param == SIGKILL ? "Killed" : "Hung";
                          });
 
-proto::Register ValidRegister(uint32_t rank) {
-  proto::Register r;
-  r.set_run_id("coordtest");
-  r.set_rank(rank);
-  r.set_world_size(kWorld);
-  r.set_host("intruder");
-  r.set_protocol_version(kProtocolVersion);
-  return r;
-}
-
 TEST_F(CoordinatorRunTest, BadMessagesAreCountedAndTheRunGoesOn) {
   const uint64_t steps = EpochSamples(0) / kGlobalBatch + 6;
   // One connection per bad message, many open at once (lingering): above

@@ -15,8 +15,21 @@
 
 #include "common/curve_keys.h"
 #include "common/protocol.h"
+#include "integration/coordinator/coordinator_run.h"
 
 namespace bert::testing {
+
+// A well-formed Register for the tests' run (CoordinatorRunTest's
+// "coordtest", kWorld ranks), as a stranger or a misbehaving client sends it.
+inline proto::Register ValidRegister(uint32_t rank) {
+  proto::Register r;
+  r.set_run_id("coordtest");
+  r.set_rank(rank);
+  r.set_world_size(kWorld);
+  r.set_host("intruder");
+  r.set_protocol_version(kProtocolVersion);
+  return r;
+}
 
 class GarbageClient {
  public:

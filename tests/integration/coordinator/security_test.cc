@@ -24,16 +24,6 @@
 namespace bert::testing {
 namespace {
 
-proto::Register ValidRegister(uint32_t rank) {
-  proto::Register r;
-  r.set_run_id("coordtest");
-  r.set_rank(rank);
-  r.set_world_size(kWorld);
-  r.set_host("intruder");
-  r.set_protocol_version(kProtocolVersion);
-  return r;
-}
-
 std::string Envelope(const proto::Register& request) {
   proto::Envelope envelope = MakeEnvelope();
   *envelope.mutable_registration() = request;
