@@ -50,7 +50,7 @@ struct ShardRange {
 // covering [0, total) in rank order.
 std::vector<ShardRange> ShardRanges(uint64_t total_elements, uint32_t world_size);
 
-// One tensor of the flat layout (worker/flat_parameters.h).
+// One tensor of the flat layout (worker/model/flat_parameters.h).
 struct TensorLayout {
   std::string name;
   std::string dtype = "float32";

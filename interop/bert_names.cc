@@ -1,7 +1,7 @@
 // HF BERT tensor names and shapes (interop/pretrained.h): the name
 // normalisation applied on import and the shape check against a config.
 // The names and shapes are those of transformers' modeling_bert.py (and of
-// worker/bert_model.cc's AppendBertModelSpecs, which follows it).
+// worker/model/bert_model.cc's AppendBertModelSpecs, which follows it).
 #include <map>
 #include <set>
 

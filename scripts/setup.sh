@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs every Debian package the project needs. Idempotent: re-running it
-# installs nothing new. Needs root (or sudo) on Debian 12.
+# Installs everything the project needs on Debian 12: the Debian packages
+# below, then a project-local Python virtual environment (.venv/) with the
+# pinned PyTorch wheel (LibTorch for the worker) and the test oracles
+# (scripts/requirements.txt). Idempotent: re-running it installs nothing new.
+# Needs root (or sudo) for the Debian packages.
 set -euo pipefail
 
 PACKAGES=(
@@ -10,10 +13,8 @@ PACKAGES=(
   clang ccache
   # tests and benchmarks (promtool checks /metrics; headless Chromium draws the dashboard)
   googletest libgtest-dev libgmock-dev libbenchmark-dev prometheus chromium
-  # PyTorch for the independent HuggingFace-BERT reference (tests/reference/hf_bert_ref.py)
-  python3-torch python3-numpy
-  # tensors and fast CPU math (without OpenBLAS LibTorch is ~30x slower)
-  libtorch-dev libopenblas0-pthread
+  # the virtual environment that carries LibTorch and the Python oracles
+  python3-venv
   # collectives and launch
   libopenmpi-dev openmpi-bin
   # transport, storage, logging
@@ -27,22 +28,50 @@ PACKAGES=(
   linux-doc-6.1 bible-kjv-text dict-gcide fortunes
 )
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$pkg")
+install_debian_packages() {
+  local missing=()
+  for pkg in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "[setup] all ${#PACKAGES[@]} Debian packages already installed"
+    return
   fi
-done
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "[setup] installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "[setup] all ${#PACKAGES[@]} packages already installed"
-  exit 0
-fi
+# .venv/: PyTorch's CUDA-enabled wheel (LibTorch for the worker; it runs on
+# CPUs too) and the tests' oracles and peers, at the versions pinned in
+# scripts/requirements.txt. A stamp holding the requirements' hash skips the
+# install when nothing changed. pip's cache (~/.cache/pip) keeps the wheels.
+install_python_environment() {
+  local venv="${BERT_VENV:-$PWD/.venv}"
+  local requirements="scripts/requirements.txt"
+  local stamp="$venv/.bert-requirements.sha256"
+  local want
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    echo "[setup] Python environment $venv is up to date"
+    return
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating the Python environment $venv"
+    python3 -m venv "$venv"
+  fi
+  echo "[setup] installing the pinned Python packages into $venv (first time: about 2 GiB)"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  "$venv/bin/python" -c 'import torch, transformers, tokenizers, safetensors, sklearn; print("[setup] torch", torch.__version__, "CUDA", torch.version.cuda, "transformers", transformers.__version__, "tokenizers", tokenizers.__version__)'
+  echo "$want" > "$stamp"
+}
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "[setup] installing ${#missing[@]} packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+cd "$(dirname "$0")/.."
+install_debian_packages
+install_python_environment
 echo "[setup] done"

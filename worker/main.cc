@@ -8,10 +8,10 @@
 //   bert-worker --local --config RUN.yaml [--db DIR...] [--steps N]
 //     trains in this one process straight from the sample plan.
 //   [mpirun -np N] bert-worker --finetune OUTPUT/finetune.yaml
-//     fine-tunes a classifier (worker/finetune_trainer.h); `bertctl finetune`
+//     fine-tunes a classifier (worker/finetune/finetune_trainer.h); `bertctl finetune`
 //     writes that resolved config and starts it.
 //   bert-worker --predict --model DIR --input FILE --output FILE
-//     labels texts with a fine-tuned HF directory (worker/finetune_predict.h).
+//     labels texts with a fine-tuned HF directory (worker/finetune/finetune_predict.h).
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -20,12 +20,12 @@
 #include "common/protocol.h"
 #include "common/run_config.h"
 #include "finetune/finetune_config.h"
-#include "worker/distributed_pretrain.h"
-#include "worker/finetune_predict.h"
-#include "worker/finetune_trainer.h"
-#include "worker/local_pretrain.h"
-#include "worker/mpi_communicator.h"
-#include "worker/runtime_setup.h"
+#include "worker/train/distributed_pretrain.h"
+#include "worker/finetune/finetune_predict.h"
+#include "worker/finetune/finetune_trainer.h"
+#include "worker/train/local_pretrain.h"
+#include "worker/comm/mpi_communicator.h"
+#include "worker/train/runtime_setup.h"
 
 namespace {
 

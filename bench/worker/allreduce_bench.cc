@@ -39,7 +39,7 @@
 #include <thread>
 #include <vector>
 
-#include "worker/mpi_communicator.h"
+#include "worker/comm/mpi_communicator.h"
 
 namespace {
 

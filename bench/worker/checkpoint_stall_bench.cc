@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "common/logging.h"
-#include "worker/bert_heads.h"
-#include "worker/checkpoint_io.h"
-#include "worker/runtime_setup.h"
-#include "worker/train_step.h"
+#include "worker/model/bert_heads.h"
+#include "worker/train/checkpoint_io.h"
+#include "worker/train/runtime_setup.h"
+#include "worker/train/train_step.h"
 
 namespace bert {
 namespace {

@@ -3,7 +3,7 @@
 // seq 128 on the CPU, beside the fp32 GEMM peak measured in the same run
 // (torch::mm n^3, best of several) for each intra-op thread count.
 //
-// Model FLOPs are worker/flops.h's (6N + 12LHT per token, plus the heads at
+// Model FLOPs are worker/model/flops.h's (6N + 12LHT per token, plus the heads at
 // their real counts). Full-length rows with 20 masked positions each
 // (BERT's max_predictions_per_seq at 128). Times are the fastest of the
 // timed steps, like the GEMM peak's best of several, measured before and
@@ -23,7 +23,7 @@
 // --profile runs one more step of MODEL under the autograd profiler and
 // prints where the time goes (self time per op).
 #include <torch/csrc/autograd/profiler_legacy.h>
-#include <torch/torch.h>
+#include "worker/torch.h"
 
 #include <algorithm>
 #include <chrono>
@@ -36,10 +36,10 @@
 #include <vector>
 
 #include "common/logging.h"
-#include "worker/bert_heads.h"
-#include "worker/runtime_setup.h"
-#include "worker/flops.h"
-#include "worker/train_step.h"
+#include "worker/model/bert_heads.h"
+#include "worker/train/runtime_setup.h"
+#include "worker/model/flops.h"
+#include "worker/train/train_step.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "integration/worker/pretrain_run.h"
-#include "worker/bert_heads.h"
+#include "worker/model/bert_heads.h"
 
 namespace bert::testing {
 namespace {

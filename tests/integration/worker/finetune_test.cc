@@ -1,5 +1,5 @@
-// bert-worker --finetune and --predict end to end (worker/finetune_trainer.h,
-// worker/finetune_predict.h) on a real labelled fixture: 360 short Debian
+// bert-worker --finetune and --predict end to end (worker/finetune/finetune_trainer.h,
+// worker/finetune/finetune_predict.h) on a real labelled fixture: 360 short Debian
 // `fortunes` entries of three topics (tests/fixtures/classification/,
 // make_fortunes.py), 240 train / 60 dev / 60 test.
 #include <gtest/gtest.h>
@@ -17,7 +17,7 @@
 #include "interop/pretrained.h"
 #include "interop/safetensors.h"
 #include "test_util.h"
-#include "worker/bert_heads.h"
+#include "worker/model/bert_heads.h"
 
 namespace bert {
 namespace {

@@ -26,7 +26,7 @@
 
 #include "integration/coordinator/subprocess.h"
 #include "test_util.h"
-#include "worker/mpi_communicator.h"
+#include "worker/comm/mpi_communicator.h"
 
 namespace bert {
 namespace {

@@ -1,5 +1,5 @@
 // A synthetic pretraining run for the interop tests: a tiny BERT's
-// parameters under the names and in the order of worker/bert_heads.cc's
+// parameters under the names and in the order of worker/model/bert_heads.cc's
 // BertForPreTrainingSpecs (rebuilt here: the tests cannot link the worker),
 // written as a committed checkpoint with the checkpoint library.
 #pragma once

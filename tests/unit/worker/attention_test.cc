@@ -1,11 +1,11 @@
 // Self-attention: the fused CPU op (strided per-head GEMMs) against the
 // reference in LibTorch ops, forward and backward, with padded rows and with
 // dropout (both must draw the same masks from the same DropoutRng stream).
-#include "worker/attention.h"
+#include "worker/model/attention.h"
 
 #include <gtest/gtest.h>
 
-#include "worker/attention_cpu.h"
+#include "worker/model/attention_cpu.h"
 
 namespace bert {
 namespace {

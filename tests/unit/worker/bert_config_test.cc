@@ -1,6 +1,6 @@
 // Model configs: every shipped size loads with the right shape; bad files
 // fail with a message that names the file and the key.
-#include "worker/bert_config.h"
+#include "worker/model/bert_config.h"
 
 #include <gtest/gtest.h>
 

@@ -1,12 +1,12 @@
 // The BERT model: finite-difference gradient check in double precision,
 // masked-only MLM logits against the full computation, padding invariance
 // (the attention mask), dropout, classification head and batch collation.
-#include "worker/bert_heads.h"
+#include "worker/model/bert_heads.h"
 
 #include <gtest/gtest.h>
 
 #include "unit/worker/model_test_util.h"
-#include "worker/flat_ops.h"
+#include "worker/model/flat_ops.h"
 
 namespace bert {
 namespace {

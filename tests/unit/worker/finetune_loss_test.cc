@@ -1,9 +1,9 @@
-// Fine-tuning losses (worker/finetune_loss.h) against values computed by
+// Fine-tuning losses (worker/finetune/finetune_loss.h) against values computed by
 // hand on a 2 x 3 batch whose softmax is exact in fractions:
 //   logits row 0 = [ln 1, ln 2, ln 5] -> p = [1/8, 2/8, 5/8], label 2
 //   logits row 1 = [ln 2, ln 1, ln 1] -> p = [1/2, 1/4, 1/4], label 0
 // plus finite-difference gradient checks in double.
-#include "worker/finetune_loss.h"
+#include "worker/finetune/finetune_loss.h"
 
 #include <gtest/gtest.h>
 

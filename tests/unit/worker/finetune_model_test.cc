@@ -1,5 +1,5 @@
-// Dynamic padding and init-weight copying (worker/finetune_model.h).
-#include "worker/finetune_model.h"
+// Dynamic padding and init-weight copying (worker/finetune/finetune_model.h).
+#include "worker/finetune/finetune_model.h"
 
 #include <gtest/gtest.h>
 

@@ -1,14 +1,14 @@
 // Layer-wise lr decay, freezing (FlatOptimizer's ParamRange::lr_scale) and
-// FGM (worker/finetune_optim.h) on a micro classifier.
-#include "worker/finetune_optim.h"
+// FGM (worker/finetune/finetune_optim.h) on a micro classifier.
+#include "worker/finetune/finetune_optim.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "unit/worker/model_test_util.h"
-#include "worker/bert_heads.h"
-#include "worker/finetune_loss.h"
+#include "worker/model/bert_heads.h"
+#include "worker/finetune/finetune_loss.h"
 
 namespace bert {
 namespace {

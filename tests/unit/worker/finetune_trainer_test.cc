@@ -1,6 +1,6 @@
 // The fine-tuning loop's pure parts (epoch order, rank slices) and one
-// in-process run with every regulariser on (worker/finetune_trainer.h).
-#include "worker/finetune_trainer.h"
+// in-process run with every regulariser on (worker/finetune/finetune_trainer.h).
+#include "worker/finetune/finetune_trainer.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include "finetune/finetune_config.h"
 #include "interop/safetensors.h"
 #include "test_util.h"
-#include "worker/bert_heads.h"
+#include "worker/model/bert_heads.h"
 
 namespace bert {
 namespace {

@@ -1,11 +1,11 @@
 // The flat-buffer ops against the LibTorch ops they replace: values and the
 // gradients of inputs and of the parameters (which must land in the flat
 // gradient buffer), in float and double.
-#include "worker/flat_ops.h"
+#include "worker/model/flat_ops.h"
 
 #include <gtest/gtest.h>
 
-#include "worker/flat_parameters.h"
+#include "worker/model/flat_parameters.h"
 
 namespace bert {
 namespace {

@@ -1,16 +1,16 @@
 // Flat parameter layout: HF names and shapes for bert-base, views that alias
 // the buffers, gradients that land (and accumulate) in the flat gradient
 // buffer, deterministic initialisation.
-#include "worker/flat_parameters.h"
+#include "worker/model/flat_parameters.h"
 
 #include <gtest/gtest.h>
 
 #include <set>
 
 #include "unit/worker/model_test_util.h"
-#include "worker/bert_heads.h"
-#include "worker/flat_ops.h"
-#include "worker/optimizer.h"
+#include "worker/model/bert_heads.h"
+#include "worker/model/flat_ops.h"
+#include "worker/train/optimizer.h"
 
 namespace bert {
 namespace {

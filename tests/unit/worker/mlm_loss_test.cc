@@ -1,11 +1,11 @@
 // The fused MLM decoder + cross-entropy against LibTorch's linear +
 // cross_entropy: loss, accuracy count and all three gradients, in float and
 // double, with a vocabulary that spans several column blocks and odd tails.
-#include "worker/mlm_loss.h"
+#include "worker/model/mlm_loss.h"
 
 #include <gtest/gtest.h>
 
-#include "worker/flat_parameters.h"
+#include "worker/model/flat_parameters.h"
 
 namespace bert {
 namespace {

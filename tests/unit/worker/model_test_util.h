@@ -5,11 +5,11 @@
 #include <random>
 #include <vector>
 
-#include <torch/torch.h>
+#include "worker/torch.h"
 
 #include "datapipe/training_sample.h"
-#include "worker/bert_config.h"
-#include "worker/pretrain_batch.h"
+#include "worker/model/bert_config.h"
+#include "worker/train/pretrain_batch.h"
 
 namespace bert::testing {
 

@@ -1,7 +1,7 @@
 // AdamW and LAMB single steps against hand-computed values, the fused CPU
 // pass against the ATen-op path, ZeRO-1-style shards against the whole
 // buffer, global norms, and learning-rate schedule values.
-#include "worker/optimizer.h"
+#include "worker/train/optimizer.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "worker/lr_schedule.h"
+#include "worker/train/lr_schedule.h"
 
 namespace bert {
 namespace {

@@ -1,6 +1,6 @@
 // Training steps: overfitting one batch, bit-identical determinism from a
 // seed, gradient accumulation, clipping and skipped non-finite steps.
-#include "worker/train_step.h"
+#include "worker/train/train_step.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,54 @@
+# Finds LibTorch for the worker and sets BERT_WITH_CUDA.
+#
+# Where from: Torch_DIR if given (-DTorch_DIR=...: a cluster's LibTorch, or
+# Debian's CPU-only libtorch-dev 1.13), else the torch wheel in BERT_PYTHON's
+# environment (scripts/setup.sh), through torch.utils.cmake_prefix_path.
+if(NOT Torch_DIR AND EXISTS "${BERT_PYTHON}")
+  execute_process(COMMAND "${BERT_PYTHON}" -c "import torch.utils; print(torch.utils.cmake_prefix_path)"
+                  OUTPUT_VARIABLE bert_torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
+                  RESULT_VARIABLE bert_torch_rc ERROR_QUIET)
+  if(bert_torch_rc EQUAL 0 AND EXISTS "${bert_torch_prefix}/Torch/TorchConfig.cmake")
+    set(Torch_DIR "${bert_torch_prefix}/Torch" CACHE PATH "LibTorch's CMake folder" FORCE)
+  endif()
+endif()
+find_package(Torch REQUIRED)
+
+# BERT_WITH_CUDA: this LibTorch has CUDA, so the device code (bf16 autocast,
+# CUDA tensors in checkpoints, the NCCL communicator) is compiled and linked.
+# Decided here, never by probing headers.
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(BERT_WITH_CUDA ON)
+else()
+  set(BERT_WITH_CUDA OFF)
+endif()
+
+# Workaround: PyTorch's wheels put the headers of the protobuf they were built
+# with (3.13, from 2020) in torch/include/google/protobuf. That folder is on
+# every LibTorch target's include path and comes before /usr/include, so a
+# file that includes both LibTorch and our generated protocol.pb.h (Debian's
+# protobuf 3.21) would compile against the wrong protobuf headers. LibTorch's
+# public headers never include protobuf, so its include folder is mirrored in
+# the build tree without google/ and the targets point at the mirror.
+set(bert_torch_include "${TORCH_INSTALL_PREFIX}/include")
+if(EXISTS "${bert_torch_include}/google/protobuf")
+  set(bert_torch_mirror "${CMAKE_BINARY_DIR}/libtorch_include")
+  file(MAKE_DIRECTORY "${bert_torch_mirror}")
+  file(GLOB bert_torch_entries RELATIVE "${bert_torch_include}" "${bert_torch_include}/*")
+  foreach(entry ${bert_torch_entries})
+    if(NOT entry STREQUAL "google" AND NOT EXISTS "${bert_torch_mirror}/${entry}")
+      file(CREATE_LINK "${bert_torch_include}/${entry}" "${bert_torch_mirror}/${entry}" SYMBOLIC)
+    endif()
+  endforeach()
+  foreach(target torch torch_cpu torch_cuda c10 c10_cuda torch_library)
+    if(TARGET ${target})
+      foreach(property INTERFACE_INCLUDE_DIRECTORIES INTERFACE_SYSTEM_INCLUDE_DIRECTORIES)
+        get_target_property(dirs ${target} ${property})
+        if(dirs)
+          list(TRANSFORM dirs REPLACE "^${bert_torch_include}$" "${bert_torch_mirror}")
+          set_target_properties(${target} PROPERTIES ${property} "${dirs}")
+        endif()
+      endforeach()
+    endif()
+  endforeach()
+  list(TRANSFORM TORCH_INCLUDE_DIRS REPLACE "^${bert_torch_include}$" "${bert_torch_mirror}")
+endif()

@@ -1,0 +1,118 @@
+#include "worker/finetune/finetune_predict.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+
+#include "common/file_util.h"
+#include "common/protocol.h"
+#include "worker/finetune/finetune_model.h"
+
+namespace bert {
+
+Result<InferenceResult> RunInference(BertForSequenceClassification* model,
+                                     const std::vector<finetune::Feature>& features, int32_t batch_size, int32_t pad_id,
+                                     Communicator* comm, const ClassificationLossOptions* loss) {
+  CHECK_GT(batch_size, 0);
+  torch::NoGradGuard no_grad;
+  const int64_t count = static_cast<int64_t>(features.size());
+  const int64_t classes = model->config().num_labels;
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
+  const int64_t begin = count * rank / world, end = count * (rank + 1) / world;
+  std::vector<int64_t> order(static_cast<size_t>(count));
+  std::iota(order.begin(), order.end(), 0);
+  // probabilities [N, C] then the loss sum: one buffer, one all-reduce.
+  torch::Tensor sums = torch::zeros({count * classes + 1}, torch::kDouble);
+  torch::Tensor probabilities = sums.narrow(0, 0, count * classes).view({count, classes});
+  for (int64_t first = begin; first < end; first += batch_size) {
+    const int64_t last = std::min(end, first + batch_size);
+    ClassificationBatch batch = CollateFeatures(features, order, first, last, pad_id);
+    torch::Tensor logits = model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths, false);
+    probabilities.narrow(0, first, last - first).copy_(torch::softmax(logits.to(torch::kDouble), 1));
+    if (loss != nullptr) {
+      if (batch.labels.min().item<int64_t>() < 0) {
+        return Status::InvalidArgument("evaluation needs labelled examples (example " + std::to_string(first) +
+                                       " onward has none)");
+      }
+      sums[count * classes] += ClassificationLoss(logits.to(torch::kDouble), batch.labels, *loss, 1.0).item<double>();
+    }
+  }
+  if (comm != nullptr && world > 1) {
+    BERT_RETURN_IF_ERROR(comm->AllReduce(sums.data_ptr(), static_cast<size_t>(sums.numel()), CommDataType::kFloat64,
+                                         CommReduceOp::kSum));
+  }
+  InferenceResult result;
+  result.probabilities = probabilities;
+  const torch::Tensor argmax = count > 0 ? probabilities.argmax(1) : torch::zeros({0}, torch::kLong);
+  const auto best = argmax.accessor<int64_t, 1>();
+  result.predicted.resize(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) result.predicted[i] = static_cast<int32_t>(best[i]);
+  if (loss != nullptr && count > 0) {
+    std::vector<int32_t> labels;
+    for (const finetune::Feature& feature : features) labels.push_back(feature.label);
+    result.loss = sums[count * classes].item<double>() / LossNormalizer(labels, *loss);
+  }
+  return result;
+}
+
+PredictOutcome RunPredict(const PredictOptions& options) {
+  PredictOutcome outcome;
+  auto fail = [&outcome](Status status, int exit_code) {
+    outcome.status = std::move(status);
+    outcome.exit_code = exit_code;
+    return outcome;
+  };
+  if (options.intra_op_threads > 0) torch::set_num_threads(options.intra_op_threads);
+  Result<ClassifierBundle> bundle = LoadClassifier(options.model_dir);
+  if (!bundle.ok()) return fail(bundle.status(), kExitUsage);
+  const int64_t max_seq_len = options.max_seq_len > 0 ? options.max_seq_len : bundle->model_max_length;
+  if (max_seq_len > bundle->model->config().max_position_embeddings) {
+    return fail(Status::InvalidArgument("--max-seq-len: " + std::to_string(max_seq_len) + " exceeds the model's " +
+                                        "max_position_embeddings (" +
+                                        std::to_string(bundle->model->config().max_position_embeddings) + ")"),
+                kExitUsage);
+  }
+  finetune::FieldNames fields;
+  fields.text = options.text_field;
+  fields.text_pair = options.text_pair_field;
+  Result<std::vector<finetune::Example>> examples =
+      finetune::ReadExamples(options.input, fields, options.format, /*require_label=*/false);
+  if (!examples.ok()) return fail(examples.status(), kExitBadData);
+  // Labels in the input play no part in prediction (bertctl eval scores them).
+  for (finetune::Example& example : *examples) example.label.clear();
+  Result<finetune::LabelMap> labels = finetune::LabelMap::FromNames(bundle->labels, options.model_dir);
+  if (!labels.ok()) return fail(labels.status(), kExitUsage);
+  Result<finetune::EncodedSet> encoded = finetune::EncodeExamples(*examples, *labels, *bundle->tokenizer,
+                                                                  static_cast<int32_t>(max_seq_len), options.input);
+  if (!encoded.ok()) return fail(encoded.status(), kExitBadData);
+  const int32_t pad_id = std::max(0, bundle->vocab->pad_id());
+  Result<InferenceResult> inference =
+      RunInference(bundle->model.get(), encoded->features, options.batch_size, pad_id, nullptr);
+  if (!inference.ok()) return fail(inference.status(), kExitError);
+  std::ostringstream out;
+  const auto probabilities = inference->probabilities.accessor<double, 2>();
+  for (size_t i = 0; i < inference->predicted.size(); ++i) {
+    nlohmann::json line;
+    line["label"] = bundle->labels[inference->predicted[i]];
+    nlohmann::json probs = nlohmann::json::object();
+    for (size_t c = 0; c < bundle->labels.size(); ++c) {
+      probs[bundle->labels[c]] = probabilities[static_cast<int64_t>(i)][static_cast<int64_t>(c)];
+    }
+    line["probabilities"] = probs;
+    out << line.dump() << "\n";
+  }
+  Status written = WriteFileAtomic(options.output, out.str());
+  if (!written.ok()) return fail(written, kExitError);
+  outcome.num_examples = static_cast<int64_t>(inference->predicted.size());
+  LOG(INFO) << "[predict] labelled " << outcome.num_examples << " examples of " << options.input << " -> "
+            << options.output
+            << (encoded->truncated > 0 ? " (" + std::to_string(encoded->truncated) + " truncated to " +
+                                             std::to_string(max_seq_len) + " tokens)"
+                                       : "");
+  return outcome;
+}
+
+}  // namespace bert
