@@ -52,3 +52,13 @@ if(EXISTS "${bert_torch_include}/google/protobuf")
   endforeach()
   list(TRANSFORM TORCH_INCLUDE_DIRS REPLACE "^${bert_torch_include}$" "${bert_torch_mirror}")
 endif()
+
+# Workaround: the wheel's libtorch.so exports std::filesystem functions of
+# its own (GCC 13's, linked in statically), and its remove_all jumps to a
+# null pointer when called from our code. Its DT_NEEDED entry comes before
+# libstdc++.so's, so the dynamic linker would bind our calls to it. Naming
+# libstdc++ first on the link line of every LibTorch user puts libstdc++.so
+# first in the search order.
+if(TARGET torch)
+  set_property(TARGET torch APPEND PROPERTY INTERFACE_LINK_OPTIONS "LINKER:--no-as-needed" "-lstdc++")
+endif()

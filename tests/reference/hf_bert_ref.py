@@ -28,7 +28,7 @@ mlm_logits ([M][V]) and nsp_logits ([B][2]). The MLM head is transform
 cls.predictions.bias; NSP is cls.seq_relationship on the pooled output.
 Prints {"mlm_max_diff": ..., "nsp_max_diff": ..., "mlm_max_abs": ...}.
 
-Needs python3-torch (Debian) and NumPy.
+Needs torch and NumPy (the project venv, BERT_PYTHON).
 """
 
 import argparse
