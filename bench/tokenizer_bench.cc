@@ -161,6 +161,10 @@ bool RunCase(const char* name, const std::string& text, const std::string& vocab
     std::fprintf(stderr, "tokenizer_bench: the HF tokenizers peer failed: %s\n", command.c_str());
     return false;
   }
+  if (peer_tokens != tokens) {
+    std::fprintf(stderr, "tokenizer_bench: %s: HF tokenizers made %llu tokens, ours %llu\n", name, peer_tokens,
+                 static_cast<unsigned long long>(tokens));
+  }
   const size_t ascii = std::count_if(text.begin(), text.end(), [](char c) { return (c & 0x80) == 0; });
   std::printf("%-26s %7.2f %6.2f%% %10.0f %10.1f %8.4f %10.2f %10.1f %7.2fx\n", name, mb,
               100.0 * ascii / std::max<size_t>(text.size(), 1), mb / decode_s, mb / tokenize_s, decode_s / tokenize_s,

@@ -62,3 +62,23 @@ endif()
 if(TARGET torch)
   set_property(TARGET torch APPEND PROPERTY INTERFACE_LINK_OPTIONS "LINKER:--no-as-needed" "-lstdc++")
 endif()
+
+# The C++ standard LibTorch asks for (its torch target's CXX_STANDARD: 17 up
+# to 2.11; newer releases may ask for 20): the project follows it upward.
+if(TARGET torch)
+  get_target_property(bert_torch_cxx_standard torch CXX_STANDARD)
+  if(bert_torch_cxx_standard AND bert_torch_cxx_standard GREATER CMAKE_CXX_STANDARD)
+    set(CMAKE_CXX_STANDARD ${bert_torch_cxx_standard})
+    message(STATUS "LibTorch needs C++${bert_torch_cxx_standard}: building the project with it")
+  endif()
+endif()
+
+# The libstdc++ ABI: Debian's libraries (glog, protobuf, yaml-cpp, RocksDB)
+# use the C++11 ABI, so a LibTorch built with the old one (pre-2.7 PyPI
+# wheels, _GLIBCXX_USE_CXX11_ABI=0) cannot link with them. Say so here
+# rather than with a thousand undefined std::string symbols.
+if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+  message(FATAL_ERROR "LibTorch at ${Torch_DIR} is built with _GLIBCXX_USE_CXX11_ABI=0, but the system libraries "
+                      "use the C++11 ABI: use a cxx11-ABI LibTorch (PyTorch >= 2.7 wheels, or the "
+                      "'cxx11 ABI' LibTorch download) via -DTorch_DIR")
+endif()

@@ -26,6 +26,8 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include "worker/torch.h"
 
+#include <torch/version.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -291,9 +293,11 @@ int main(int argc, char** argv) {
   const int64_t gemm_n = args.smoke ? 256 : 2048;
   bool peer_failed = false;
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  std::printf("train_step_bench: BertForPreTraining training steps (%s), fp32, CPU; OpenBLAS kernels %s, "
-              "its own threads; OMP_WAIT_POLICY=%s\n",
-              args.optimizer.c_str(), BlasCoreName().c_str(), wait_policy != nullptr ? wait_policy : "(unset)");
+  const std::string blas_core = BlasCoreName();
+  std::printf("train_step_bench: BertForPreTraining training steps (%s), fp32, CPU; LibTorch %s, BLAS %s; "
+              "OMP_WAIT_POLICY=%s\n",
+              args.optimizer.c_str(), (std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR)).c_str(), blas_core.empty() ? "MKL or other" : ("OpenBLAS " + blas_core).c_str(),
+              wait_policy != nullptr ? wait_policy : "(unset)");
   for (int threads : args.threads) {
     torch::set_num_threads(threads);
     // The peak is measured before and after the models and the higher kept:
