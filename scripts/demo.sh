@@ -63,6 +63,10 @@ echo "[demo] test set (runs/fortunes/test.jsonl, $(wc -l < runs/fortunes/test.js
 python3 scripts/finetune_compare.py \
   --column "pretrained=runs/fortunes-ft/pretrained-seed*[0-9]" \
   --column "scratch=runs/fortunes-ft/scratch-seed*[0-9]"
+# 6. the bag-of-words baseline on the same split (scikit-learn, in the venv)
+echo
+.venv/bin/python scripts/tfidf_baseline.py --train runs/fortunes/train.jsonl --dev runs/fortunes/dev.jsonl \
+  --test runs/fortunes/test.jsonl --output runs/fortunes-ft/tfidf-metrics.json
 echo
 echo "[demo] done: corpus runs/default, pretraining run runs/tiny, fine-tuned models runs/fortunes-ft/"
 echo "[demo] try: $BERTCTL predict --model runs/fortunes-ft/pretrained-seed1 --input runs/fortunes/test.jsonl --output /tmp/predictions.jsonl"
