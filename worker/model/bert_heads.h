@@ -107,6 +107,8 @@ class BertForSequenceClassification {
   FlatParameters& parameters() { return params_; }
   const FlatParameters& parameters() const { return params_; }
   DropoutRng& dropout_rng() { return rng_; }
+  // The encoder under the classifier head (its hidden states and pooled output).
+  const BertModel& encoder() const { return bert_; }
 
  private:
   BertConfig config_;
