@@ -64,6 +64,12 @@ Status RunConfig::Validate() const {
       Check(t.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)" + Got(t.max_grad_norm)),
       Check(t.intra_op_threads >= 1 && t.intra_op_threads <= 256, "train.intra_op_threads",
             "must be in [1, 256]" + Got(t.intra_op_threads)),
+      Check(t.device == "auto" || t.device == "cpu" || t.device == "cuda", "train.device",
+            "must be auto, cpu or cuda, got " + t.device),
+      Check(t.precision == "fp32" || t.precision == "bf16", "train.precision",
+            "must be fp32 or bf16, got " + t.precision),
+      Check(!(t.precision == "bf16" && t.device == "cpu"), "train.precision",
+            "bf16 runs on CUDA only; use fp32 with train.device: cpu"),
       Check(log.every_steps >= 1, "log.every_steps", "must be >= 1" + Got(log.every_steps)),
       Check(checkpoint.every_steps >= 0, "checkpoint.every_steps",
             "must be >= 0 (0: only after the last step)" + Got(checkpoint.every_steps)),
@@ -118,6 +124,9 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("max_grad_norm", &t.max_grad_norm);
   train.Get("init_seed", &t.init_seed);
   train.Get("intra_op_threads", &t.intra_op_threads);
+  train.Get("device", &t.device);
+  train.Get("precision", &t.precision);
+  train.Get("tf32", &t.tf32);
   YamlSection log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
   YamlSection checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
@@ -173,6 +182,9 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "max_grad_norm" << YAML::Value << train.max_grad_norm;
   out << YAML::Key << "init_seed" << YAML::Value << train.init_seed;
   out << YAML::Key << "intra_op_threads" << YAML::Value << train.intra_op_threads;
+  out << YAML::Key << "device" << YAML::Value << train.device;
+  out << YAML::Key << "precision" << YAML::Value << train.precision;
+  out << YAML::Key << "tf32" << YAML::Value << train.tf32;
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;

@@ -44,6 +44,11 @@ struct TrainConfig {
   double max_grad_norm = 1.0;      // global-norm clipping; 0 disables
   uint64_t init_seed = 42;         // parameter initialisation seed
   int32_t intra_op_threads = 1;    // LibTorch intra-op threads per worker
+  std::string device = "auto";     // auto (CUDA when a GPU is visible, else CPU) | cpu | cuda; each rank
+                                   // takes the GPU of its local rank (worker/train/device.h)
+  std::string precision = "fp32";  // fp32 | bf16 (bf16 autocast on CUDA; fp32 master weights,
+                                   // optimizer state and loss)
+  bool tf32 = false;               // fp32 GEMMs and convolutions in TF32 on CUDA (Ampere and later)
 };
 
 struct LogConfig {

@@ -94,6 +94,8 @@ Status ValidateValues(const FinetuneConfig& c, bool complete) {
       Check(c.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0 (0 disables clipping)" + Got(c.max_grad_norm)),
       Check(c.intra_op_threads >= 1 && c.intra_op_threads <= 256, "train.intra_op_threads",
             "must be in [1, 256]" + Got(c.intra_op_threads)),
+      Check(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "train.device",
+            "must be auto, cpu or cuda, got " + c.device),
       Check(c.eval_every_steps >= 0, "train.eval_every_steps",
             "must be >= 0 (0: after each epoch)" + Got(c.eval_every_steps)),
       Check(c.layer_lr_decay > 0 && c.layer_lr_decay <= 1, "train.layer_lr_decay",
@@ -171,6 +173,7 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   train.Get("max_grad_norm", &c.max_grad_norm);
   train.Get("seed", &c.seed);
   train.Get("intra_op_threads", &c.intra_op_threads);
+  train.Get("device", &c.device);
   train.Get("eval_every_steps", &c.eval_every_steps);
   train.Get("layer_lr_decay", &c.layer_lr_decay);
   train.Get("freeze_embeddings", &c.freeze_embeddings);
@@ -249,6 +252,7 @@ std::string FinetuneConfigToYaml(const FinetuneConfig& c) {
   num("max_grad_norm", c.max_grad_norm);
   out << YAML::Key << "seed" << YAML::Value << c.seed;
   out << YAML::Key << "intra_op_threads" << YAML::Value << c.intra_op_threads;
+  out << YAML::Key << "device" << YAML::Value << c.device;
   out << YAML::Key << "eval_every_steps" << YAML::Value << c.eval_every_steps;
   num("layer_lr_decay", c.layer_lr_decay);
   out << YAML::Key << "freeze_embeddings" << YAML::Value << c.freeze_embeddings;

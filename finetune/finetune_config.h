@@ -14,7 +14,7 @@
 //   output: OUTPUT_DIR
 //   train: {max_seq_len: 128, batch_size: 32, epochs: 3, lr: 2e-5,
 //           warmup_ratio: 0.1, weight_decay: 0.01, max_grad_norm: 1.0,
-//           seed: 42, intra_op_threads: 1, eval_every_steps: 0,
+//           seed: 42, intra_op_threads: 1, device: auto, eval_every_steps: 0,
 //           layer_lr_decay: 1.0, freeze_embeddings: false, freeze_layers: 0}
 //   loss: {type: cross_entropy | focal, label_smoothing: 0.0,
 //          focal_gamma: 2.0, class_weights: [] | balanced}
@@ -57,6 +57,7 @@ struct FinetuneConfig {
   double max_grad_norm = 1.0;   // global clip; 0 = off
   uint64_t seed = 42;           // head init, shuffling, dropout
   int32_t intra_op_threads = 1;
+  std::string device = "auto";  // auto | cpu | cuda (worker/train/device.h: the local rank's GPU)
   int64_t eval_every_steps = 0; // 0 = evaluate on dev after each epoch
   double layer_lr_decay = 1.0;  // layer l (0-based) of L gets lr * decay^(L - l), the embeddings lr * decay^(L + 1), pooler and head lr; 1 = off
   bool freeze_embeddings = false;

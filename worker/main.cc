@@ -25,7 +25,11 @@
 #include "worker/finetune/finetune_trainer.h"
 #include "worker/train/local_pretrain.h"
 #include "worker/comm/mpi_communicator.h"
+#include "worker/train/device.h"
 #include "worker/train/runtime_setup.h"
+#if defined(BERT_WITH_NCCL)
+#include "worker/comm/nccl_communicator.h"
+#endif
 
 namespace {
 
@@ -41,15 +45,51 @@ int RunLocal(const bert::RunConfig& config) {
   return bert::kExitOk;
 }
 
-int RunDistributed(const bert::RunConfig& config, const bert::DistributedOptions& options) {
+// The communicator for the model's flat buffers when they live on a GPU:
+// NCCL over the MPI bootstrap. Null on the CPU (MPI carries everything).
+bert::Result<std::unique_ptr<bert::Communicator>> MakeBufferComm(bert::Communicator* mpi, const torch::Device& device) {
+  if (!device.is_cuda()) return std::unique_ptr<bert::Communicator>();
+#if defined(BERT_WITH_NCCL)
+  bert::Result<std::unique_ptr<bert::NcclCommunicator>> nccl =
+      bert::NcclCommunicator::Create(mpi, device.index(), bert::CurrentDeviceStream(device));
+  if (!nccl.ok()) return nccl.status();
+  return std::unique_ptr<bert::Communicator>(std::move(nccl).value());
+#else
+  if (mpi->world_size() > 1) {
+    return bert::Status::InvalidArgument(
+        "train.device: cuda with " + std::to_string(mpi->world_size()) +
+        " ranks needs the NCCL communicator, and this bert-worker was built without NCCL (cmake "
+        "-DBERT_WITH_NCCL=ON says why)");
+  }
+  return std::unique_ptr<bert::Communicator>();
+#endif
+}
+
+int RunDistributed(const bert::RunConfig& config, bert::DistributedOptions options) {
   bert::Result<std::unique_ptr<bert::Communicator>> comm = bert::MpiCommunicator::Create();
   if (!comm.ok()) {
     LOG(ERROR) << "[worker] " << comm.status().message();
     return bert::kExitError;
   }
+  const std::string tag = "[worker r" + std::to_string((*comm)->rank()) + "]";
+  bert::Result<bert::DeviceChoice> device =
+      bert::ChooseDeviceForThisProcess(config.train.device, "train.device", config.train.tf32);
+  if (!device.ok()) {
+    LOG(ERROR) << tag << " " << device.status().message();
+    return bert::kExitUsage;
+  }
+  LOG(INFO) << tag << " device " << device->description;
+  options.device = device->device.str();
+  // On a GPU, NCCL carries the gradients and parameters; MPI the rest.
+  bert::Result<std::unique_ptr<bert::Communicator>> buffers = MakeBufferComm(comm->get(), device->device);
+  if (!buffers.ok()) {
+    LOG(ERROR) << tag << " " << buffers.status().message();
+    return buffers.status().code() == bert::Status::Code::kInvalidArgument ? bert::kExitUsage : bert::kExitError;
+  }
+  options.buffer_comm = buffers->get();
   bert::DistributedOutcome outcome = bert::RunDistributedPretraining(config, comm->get(), options);
   if (!outcome.status.ok()) {
-    LOG(ERROR) << "[worker r" << (*comm)->rank() << "] " << outcome.status.message();
+    LOG(ERROR) << tag << " " << outcome.status.message();
     return outcome.exit_code;
   }
   return bert::kExitOk;
@@ -66,7 +106,18 @@ int RunFinetuneMode(const std::string& path) {
     LOG(ERROR) << "[worker] " << comm.status().message();
     return bert::kExitError;
   }
-  bert::FinetuneOutcome outcome = bert::RunFinetune(*config, comm->get());
+  // The trainer resolves and logs the device itself; here it decides the gradients' communicator.
+  std::unique_ptr<bert::Communicator> buffers;
+  bert::Result<bert::DeviceChoice> device = bert::ChooseDeviceForThisProcess(config->device, "train.device");
+  if (device.ok() && (*comm)->world_size() > 1) {
+    bert::Result<std::unique_ptr<bert::Communicator>> made = MakeBufferComm(comm->get(), device->device);
+    if (!made.ok()) {
+      LOG(ERROR) << "[worker r" << (*comm)->rank() << "] " << made.status().message();
+      return bert::kExitError;
+    }
+    buffers = std::move(made).value();
+  }
+  bert::FinetuneOutcome outcome = bert::RunFinetune(*config, comm->get(), buffers.get());
   if (!outcome.status.ok()) {
     LOG(ERROR) << "[worker r" << (*comm)->rank() << "] " << outcome.status.message();
     // A rank that fails alone would leave the others in a collective.
@@ -126,6 +177,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", predict_options.batch_size, "--predict: examples per forward pass")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--device", predict_options.device, "--predict: auto (a GPU when one is visible), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--max-seq-len", predict_options.max_seq_len,
                  "--predict: tokens per example (default: the model's tokenizer_config model_max_length)")
       ->check(CLI::Range(3, 1 << 20));

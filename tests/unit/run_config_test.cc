@@ -24,6 +24,9 @@ TEST(RunConfigTest, MinimalConfigGetsDefaultsAndResolvedPaths) {
   EXPECT_EQ(c->run_dir, "runs/default");
   EXPECT_EQ(c->data.max_seq_len, 128);
   EXPECT_EQ(c->train.optimizer, "adamw");
+  EXPECT_EQ(c->train.device, "auto");
+  EXPECT_EQ(c->train.precision, "fp32");
+  EXPECT_FALSE(c->train.tf32);
 }
 
 TEST(RunConfigTest, ResolvedYamlRoundTrips) {
@@ -51,6 +54,10 @@ TEST(RunConfigTest, BadValuesNameFileAndKey) {
       {"train: 3\n", "run.yaml: train.: must be a mapping"},
       {"train:\n  warmup_steps: 5000\n", "run.yaml: train.warmup_steps: must be in [0, train.steps]"},
       {"train:\n  lr: 0.1\n  lr: 0.2\n", "run.yaml: train.lr: is given twice"},
+      {"train:\n  device: gpu\n", "run.yaml: train.device: must be auto, cpu or cuda, got gpu"},
+      {"train:\n  precision: fp16\n", "run.yaml: train.precision: must be fp32 or bf16, got fp16"},
+      {"train:\n  device: cpu\n  precision: bf16\n", "run.yaml: train.precision: bf16 runs on CUDA only"},
+      {"train:\n  tf32: maybe\n", "run.yaml: train.tf32: has the wrong type ('maybe')"},
   };
   for (const Case& c : cases) {
     // Later keys of the same section replace the minimal config's (none overlap here).

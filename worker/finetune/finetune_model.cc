@@ -21,7 +21,7 @@ bool StartsWith(const std::string& text, const std::string& prefix) { return tex
 // Builds the model, tokenizer and label list around a parsed config.
 Result<ClassifierBundle> MakeBundle(BertConfig bert_config, const std::vector<std::string>& labels,
                                     std::shared_ptr<const Vocab> vocab, bool lower_case, uint64_t seed,
-                                    torch::Dtype dtype, const std::string& source) {
+                                    torch::Dtype dtype, const std::string& source, torch::Device device) {
   bert_config.num_labels = static_cast<int64_t>(labels.size());
   BERT_RETURN_IF_ERROR(bert_config.Validate(source));
   if (vocab->size() > bert_config.vocab_size) {
@@ -32,6 +32,7 @@ Result<ClassifierBundle> MakeBundle(BertConfig bert_config, const std::vector<st
   ModelOptions options;
   options.seed = seed;
   options.dtype = dtype;
+  options.device = device;
   bundle.model = std::make_unique<BertForSequenceClassification>(bert_config, options);
   TokenizerOptions tokenizer_options;
   tokenizer_options.lower_case = lower_case;
@@ -76,6 +77,16 @@ ClassificationBatch CollateFeatures(const std::vector<finetune::Feature>& featur
   return batch;
 }
 
+ClassificationBatch ClassificationBatch::To(torch::Device device) const {
+  if (!input_ids.defined() || input_ids.device() == device) return *this;
+  ClassificationBatch out = *this;
+  out.input_ids = input_ids.to(device, /*non_blocking=*/true);
+  out.token_type_ids = token_type_ids.to(device, /*non_blocking=*/true);
+  out.lengths = lengths.to(device, /*non_blocking=*/true);
+  out.labels = labels.to(device, /*non_blocking=*/true);
+  return out;
+}
+
 Status CopyPretrainedTensors(const std::vector<NamedTensor>& tensors, const std::string& source, bool with_classifier,
                              BertForSequenceClassification* model) {
   FlatParameters& params = model->parameters();
@@ -110,7 +121,8 @@ Status CopyPretrainedTensors(const std::vector<NamedTensor>& tensors, const std:
   return Status::Ok();
 }
 
-Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& config, torch::Dtype dtype) {
+Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& config, torch::Dtype dtype,
+                                            torch::Device device) {
   const std::string& source = config.source;
   if (config.labels.size() < 2) {
     return Status::InvalidArgument(source + ": labels: need at least 2 resolved labels, got " +
@@ -124,7 +136,7 @@ Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& conf
     Result<std::shared_ptr<const Vocab>> vocab = Vocab::Load(config.vocab);
     if (!vocab.ok()) return vocab.status();
     Result<ClassifierBundle> bundle =
-        MakeBundle(*bert_config, config.labels, *vocab, config.lower_case, config.seed, dtype, config.model);
+        MakeBundle(*bert_config, config.labels, *vocab, config.lower_case, config.seed, dtype, config.model, device);
     if (bundle.ok()) bundle->model_max_length = config.max_seq_len;
     return bundle;
   }
@@ -135,14 +147,15 @@ Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& conf
   Result<std::shared_ptr<const Vocab>> vocab = Vocab::FromTokens(pretrained->vocab);
   if (!vocab.ok()) return Status::InvalidArgument(pretrained->path + ": vocabulary: " + vocab.status().message());
   Result<ClassifierBundle> bundle =
-      MakeBundle(*bert_config, config.labels, *vocab, pretrained->do_lower_case, config.seed, dtype, pretrained->path);
+      MakeBundle(*bert_config, config.labels, *vocab, pretrained->do_lower_case, config.seed, dtype, pretrained->path,
+                 device);
   if (!bundle.ok()) return bundle.status();
   BERT_RETURN_IF_ERROR(CopyPretrainedTensors(pretrained->tensors, pretrained->path, false, bundle->model.get()));
   bundle->model_max_length = config.max_seq_len;
   return bundle;
 }
 
-Result<ClassifierBundle> LoadClassifier(const std::string& dir) {
+Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device device) {
   Result<PretrainedModel> pretrained = LoadPretrained(dir, /*with_weights=*/true);
   if (!pretrained.ok()) return pretrained.status();
   const std::string& source = pretrained->path;
@@ -171,7 +184,7 @@ Result<ClassifierBundle> LoadClassifier(const std::string& dir) {
   Result<std::shared_ptr<const Vocab>> vocab = Vocab::FromTokens(pretrained->vocab);
   if (!vocab.ok()) return Status::InvalidArgument(source + ": vocabulary: " + vocab.status().message());
   Result<ClassifierBundle> bundle =
-      MakeBundle(*bert_config, names, *vocab, pretrained->do_lower_case, 0, torch::kFloat32, source);
+      MakeBundle(*bert_config, names, *vocab, pretrained->do_lower_case, 0, torch::kFloat32, source, device);
   if (!bundle.ok()) return bundle.status();
   BERT_RETURN_IF_ERROR(CopyPretrainedTensors(pretrained->tensors, source, true, bundle->model.get()));
   bundle->model_max_length = pretrained->model_max_length;

@@ -37,6 +37,8 @@ struct ClassificationBatch {
   torch::Tensor labels;          // [B] int64 (-1 for unlabelled examples)
   int64_t num_tokens = 0;        // sum of lengths
   int64_t size() const { return lengths.defined() ? lengths.size(0) : 0; }
+  // The same batch on `device` (itself when it is there already).
+  ClassificationBatch To(torch::Device device) const;
 };
 
 // features[order[i]] for i in [begin, end), padded to the longest; empty
@@ -55,9 +57,10 @@ struct ClassifierBundle {
 
 // The model to fine-tune: config.init ("none": config.model and
 // config.vocab with config.lower_case; otherwise LoadPretrained(init))
-// with num_labels = config.labels.size(), seeded by config.seed.
+// with num_labels = config.labels.size(), seeded by config.seed, on
+// `device` (weights drawn or read on the CPU, then copied there).
 Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& config,
-                                            torch::Dtype dtype = torch::kFloat32);
+                                            torch::Dtype dtype = torch::kFloat32, torch::Device device = torch::kCPU);
 
 // Copies `tensors` into `model` as described above. `source` names the
 // file in errors; with_classifier also requires (and copies) classifier.*.
@@ -65,7 +68,7 @@ Status CopyPretrainedTensors(const std::vector<NamedTensor>& tensors, const std:
                              BertForSequenceClassification* model);
 
 // A fine-tuned classifier from an HF directory (config.json with id2label).
-Result<ClassifierBundle> LoadClassifier(const std::string& dir);
+Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device device = torch::kCPU);
 
 // `values` (a flat buffer of the model's layout, e.g. the best weights) as
 // an HF BertForSequenceClassification directory's contents.

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "common/protocol.h"
 #include "worker/finetune/finetune_model.h"
+#include "worker/train/device.h"
 
 namespace bert {
 
@@ -29,7 +30,8 @@ Result<InferenceResult> RunInference(BertForSequenceClassification* model,
   torch::Tensor probabilities = sums.narrow(0, 0, count * classes).view({count, classes});
   for (int64_t first = begin; first < end; first += batch_size) {
     const int64_t last = std::min(end, first + batch_size);
-    ClassificationBatch batch = CollateFeatures(features, order, first, last, pad_id);
+    const ClassificationBatch batch =
+        CollateFeatures(features, order, first, last, pad_id).To(model->parameters().values().device());
     torch::Tensor logits = model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths, false);
     probabilities.narrow(0, first, last - first).copy_(torch::softmax(logits.to(torch::kDouble), 1));
     if (loss != nullptr) {
@@ -66,7 +68,9 @@ PredictOutcome RunPredict(const PredictOptions& options) {
     return outcome;
   };
   if (options.intra_op_threads > 0) torch::set_num_threads(options.intra_op_threads);
-  Result<ClassifierBundle> bundle = LoadClassifier(options.model_dir);
+  Result<DeviceChoice> device = ChooseDeviceForThisProcess(options.device, "--device");
+  if (!device.ok()) return fail(device.status(), kExitUsage);
+  Result<ClassifierBundle> bundle = LoadClassifier(options.model_dir, device->device);
   if (!bundle.ok()) return fail(bundle.status(), kExitUsage);
   const int64_t max_seq_len = options.max_seq_len > 0 ? options.max_seq_len : bundle->model_max_length;
   if (max_seq_len > bundle->model->config().max_position_embeddings) {

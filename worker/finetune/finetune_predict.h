@@ -46,6 +46,7 @@ struct PredictOptions {
   int32_t batch_size = 64;
   int32_t max_seq_len = 0;       // 0 = the directory's tokenizer_config model_max_length
   int32_t intra_op_threads = 0;  // 0 = LibTorch's default
+  std::string device = "auto";   // auto | cpu | cuda (worker/train/device.h)
 };
 
 // One JSON line per example of `input` (see above). Errors name the file

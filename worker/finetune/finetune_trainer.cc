@@ -17,6 +17,8 @@
 #include "worker/finetune/finetune_model.h"
 #include "worker/finetune/finetune_optim.h"
 #include "worker/finetune/finetune_predict.h"
+#include "datapipe/random.h"
+#include "worker/train/device.h"
 #include "worker/train/lr_schedule.h"
 #include "worker/train/optimizer.h"
 
@@ -64,7 +66,8 @@ Result<DataSet> LoadDataSet(const std::string& path, const finetune::FinetuneCon
 // Everything one run holds; the loop below reads like the steps.
 class FinetuneRun {
  public:
-  FinetuneRun(const finetune::FinetuneConfig& config, Communicator* comm) : config_(config), comm_(comm) {
+  FinetuneRun(const finetune::FinetuneConfig& config, Communicator* comm, Communicator* buffer_comm)
+      : config_(config), comm_(comm), buffer_comm_(buffer_comm != nullptr ? buffer_comm : comm) {
     rank_ = comm ? comm->rank() : 0;
     world_ = comm ? comm->world_size() : 1;
     tag_ = "[finetune r" + std::to_string(rank_) + "] ";
@@ -90,7 +93,8 @@ class FinetuneRun {
   void LogProgress(int64_t epoch, double loss);
 
   const finetune::FinetuneConfig& config_;
-  Communicator* comm_;
+  Communicator* comm_;         // host scalars (MPI)
+  Communicator* buffer_comm_;  // the flat gradients (NCCL on a GPU; else comm_)
   int rank_ = 0, world_ = 1;
   std::string tag_;
   ClassifierBundle bundle_;
@@ -135,7 +139,13 @@ Status FinetuneRun::Setup(int* exit_code) {
   if (config_.intra_op_threads > 0) torch::set_num_threads(config_.intra_op_threads);
 
   *exit_code = config_.init == "none" ? kExitUsage : kExitBadData;
-  Result<ClassifierBundle> bundle = BuildFinetuneModel(config_);
+  Result<DeviceChoice> device = ChooseDeviceForThisProcess(config_.device, "train.device");
+  if (!device.ok()) {
+    *exit_code = kExitUsage;
+    return Status::InvalidArgument(config_.source + ": " + device.status().message());
+  }
+  LOG(INFO) << tag_ << "device " << device->description;
+  Result<ClassifierBundle> bundle = BuildFinetuneModel(config_, torch::kFloat32, device->device);
   if (!bundle.ok()) return bundle.status();
   bundle_ = std::move(bundle).value();
   if (config_.max_seq_len > bundle_.model->config().max_position_embeddings) {
@@ -196,10 +206,17 @@ Status FinetuneRun::Setup(int* exit_code) {
   return Status::Ok();
 }
 
-double FinetuneRun::ForwardBackward(const ClassificationBatch& batch, double normalizer, int64_t global_count,
+double FinetuneRun::ForwardBackward(const ClassificationBatch& host_batch, double normalizer, int64_t global_count,
                                     bool with_rdrop) {
-  if (batch.size() == 0) return 0;  // this rank has no share of a short batch
+  if (host_batch.size() == 0) return 0;  // this rank has no share of a short batch
   BertForSequenceClassification& model = *bundle_.model;
+  const torch::Device device = model.parameters().values().device();
+  if (!device.is_cpu()) {
+    // Device dropout draws from the device's generator: per rank and step from this rank's stream.
+    DropoutRng& rng = model.dropout_rng();
+    SeedDeviceGenerator(device, rnd::Hash(rng.seed(), /*stream=*/0x6674646f70 /* "ftdop" */, rng.Take(1)));
+  }
+  const ClassificationBatch batch = host_batch.To(device);
   torch::Tensor logits = model.Forward(batch.input_ids, batch.token_type_ids, batch.lengths, true);
   torch::Tensor loss = ClassificationLoss(logits, batch.labels, loss_, normalizer);
   if (with_rdrop && config_.rdrop_alpha > 0) {
@@ -216,7 +233,7 @@ double FinetuneRun::ForwardBackward(const ClassificationBatch& batch, double nor
 Status FinetuneRun::SumGradients(double* loss_share) {
   if (world_ == 1) return Status::Ok();
   FlatParameters& params = bundle_.model->parameters();
-  BERT_RETURN_IF_ERROR(comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
+  BERT_RETURN_IF_ERROR(buffer_comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
                                                CommDataType::kFloat32, size_t{25} << 20));
   if (loss_share != nullptr) {
     BERT_RETURN_IF_ERROR(comm_->AllReduce(loss_share, 1, CommDataType::kFloat64, CommReduceOp::kSum));
@@ -414,8 +431,8 @@ std::pair<int64_t, int64_t> RankSlice(int64_t n, int rank, int world) {
   return {n * rank / world, n * (rank + 1) / world};
 }
 
-FinetuneOutcome RunFinetune(const finetune::FinetuneConfig& config, Communicator* comm) {
-  FinetuneRun run(config, comm);
+FinetuneOutcome RunFinetune(const finetune::FinetuneConfig& config, Communicator* comm, Communicator* buffer_comm) {
+  FinetuneRun run(config, comm, buffer_comm);
   return run.Run();
 }
 

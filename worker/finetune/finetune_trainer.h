@@ -41,8 +41,11 @@ struct FinetuneOutcome {
   double best_metric = 0;  // early_stopping.metric of the best dev evaluation
 };
 
-// `comm` may be null: a world of one.
-FinetuneOutcome RunFinetune(const finetune::FinetuneConfig& config, Communicator* comm);
+// `comm` may be null: a world of one. It carries the host scalars;
+// buffer_comm (null: comm) the flat gradients, which live on the model's
+// device (train.device): NCCL's on a GPU.
+FinetuneOutcome RunFinetune(const finetune::FinetuneConfig& config, Communicator* comm,
+                            Communicator* buffer_comm = nullptr);
 
 // The examples of epoch `epoch` (0-based) in training order: a Fisher-Yates
 // shuffle of 0..n-1 driven by a generator seeded from (seed, epoch). Pure.

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "worker/torch.h"
+
 #include "worker/model/bert_config.h"
 
 namespace bert {
@@ -24,8 +26,14 @@ int64_t EncoderParameterCount(const BertConfig& config);
 // (padded) tokens with `num_masked` MLM positions in all.
 double PreTrainingFlops(const BertConfig& config, int64_t batch_size, int64_t seq_len, int64_t num_masked);
 
-// Best fp32 GFLOP/s of `repeats` timed torch::mm calls of n x n x n (after
-// one untimed warm-up).
-double MeasureGemmGflops(int64_t n, int repeats);
+// Best GFLOP/s of `repeats` timed torch::mm calls of n x n x n (after one
+// untimed warm-up), in `dtype` on `device`: the peak MFU is measured
+// against. On CUDA each timing waits for the device (torch::cuda::synchronize)
+// and covers `inner` back-to-back calls, so launch latency does not count.
+double MeasureGemmGflops(int64_t n, int repeats, torch::Device device = torch::kCPU,
+                         torch::Dtype dtype = torch::kFloat32, int inner = 1);
+// The peak a run's MFU is against: fp32 n = 2048 on the CPU; on CUDA
+// n = 8192 in bf16 (train.precision bf16) or fp32 (TF32 as configured).
+double MeasureTrainingPeakGflops(torch::Device device, bool bf16);
 
 }  // namespace bert

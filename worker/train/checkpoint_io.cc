@@ -1,6 +1,10 @@
 #include "worker/train/checkpoint_io.h"
 
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include <cstring>
+#include <memory>
 
 #include <glog/logging.h>
 
@@ -14,10 +18,26 @@ namespace {
 
 const std::vector<std::string> kSections = {"params", "exp_avg", "exp_avg_sq"};
 
-const float* FloatData(const torch::Tensor& t) {
-  CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous())
-      << "checkpoints hold contiguous fp32 CPU buffers";
-  return t.data_ptr<float>();
+// This rank's checkpoint ranges go through host memory whatever the device:
+// the same code copies from CPU or CUDA tensors. On a GPU the staging buffer
+// is pinned and the copies are asynchronous (stream-ordered before any later
+// update of the tensors); the writer thread waits for them.
+void CheckStateTensor(const torch::Tensor& t, const char* what) {
+  CHECK(t.scalar_type() == torch::kFloat32 && t.is_contiguous() && t.dim() == 1)
+      << "checkpoints hold contiguous flat fp32 buffers (" << what << ")";
+}
+
+// `count` floats of `section` from element `begin`, read into host memory
+// and copied into `dest` (any device).
+Status ReadRangeInto(const LoadedCheckpoint& checkpoint, const std::string& section, uint64_t begin, uint64_t end,
+                     const torch::Tensor& dest) {
+  CheckStateTensor(dest, section.c_str());
+  CHECK_EQ(static_cast<uint64_t>(dest.numel()), end - begin);
+  torch::Tensor host = torch::empty({dest.numel()}, torch::TensorOptions().dtype(torch::kFloat32));
+  BERT_RETURN_IF_ERROR(ReadRange(checkpoint, section, begin, end, host.data_ptr<float>()));
+  torch::NoGradGuard no_grad;
+  dest.copy_(host);
+  return Status::Ok();
 }
 
 // rank0-state.json plus "model_config": the HF config.json of the run's model
@@ -81,16 +101,33 @@ Status CheckpointSaver::Save(uint64_t step, const FlatParameters& params, const 
   CHECK(state_begin <= static_cast<int64_t>(range.begin) && static_cast<int64_t>(range.end) <= optimizer.shard_end())
       << "rank " << rank_ << "'s optimizer state [" << state_begin << ", " << optimizer.shard_end()
       << ") does not cover its checkpoint range [" << range.begin << ", " << range.end << ")";
-  const size_t n = range.size();
-  // The copy is what the training thread pays; the write overlaps training.
-  host_.resize(3 * n);
-  const size_t state_offset = range.begin - static_cast<uint64_t>(state_begin);
-  const float* sources[3] = {FloatData(params.values()) + range.begin, FloatData(optimizer.exp_avg()) + state_offset,
-                             FloatData(optimizer.exp_avg_sq()) + state_offset};
-  for (int s = 0; s < 3; ++s) std::memcpy(host_.data() + s * n, sources[s], n * sizeof(float));
+  const int64_t n = static_cast<int64_t>(range.size());
+  // The copy is what the training thread pays (on a GPU: enqueues); the
+  // write overlaps training.
+  const torch::Device device = params.values().device();
+  if (!host_.defined() || host_.numel() != 3 * n) {
+    host_ = torch::empty({3 * n}, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device.is_cuda()));
+  }
+  const int64_t state_offset = static_cast<int64_t>(range.begin) - state_begin;
+  const torch::Tensor sources[3] = {params.values().narrow(0, static_cast<int64_t>(range.begin), n),
+                                    optimizer.exp_avg().narrow(0, state_offset, n),
+                                    optimizer.exp_avg_sq().narrow(0, state_offset, n)};
+  {
+    torch::NoGradGuard no_grad;
+    for (int s = 0; s < 3; ++s) {
+      CheckStateTensor(sources[s].is_contiguous() ? sources[s] : sources[s].contiguous(), kSections[s].c_str());
+      host_.narrow(0, s * n, n).copy_(sources[s], /*non_blocking=*/!device.is_cpu());
+    }
+  }
+  std::shared_ptr<c10::Event> copied;
+  if (!device.is_cpu()) {
+    copied = std::make_shared<c10::Event>(device.type());
+    copied->record(c10::impl::getDeviceGuardImpl(device.type())->getStream(device));
+  }
   const nlohmann::json rank_state = {{"dropout_seed", rng.seed()}, {"dropout_counter", rng.counter()}};
   const std::string rank0_text = rank_ == 0 ? WithModelConfig(rank0_state, run_dir_).dump(1) : std::string();
-  thread_ = std::thread([this, step, range, n, rank_state, rank0_text] {
+  thread_ = std::thread([this, step, range, n, rank_state, rank0_text, copied] {
+    if (copied) copied->synchronize();
     CheckpointStore store(run_dir_);
     Result<std::string> staging = store.Staging(step);
     if (!staging.ok()) {
@@ -111,7 +148,7 @@ Status CheckpointSaver::Save(uint64_t step, const FlatParameters& params, const 
     request.begin = range.begin;
     request.end = range.end;
     request.section_names = kSections;
-    for (int s = 0; s < 3; ++s) request.section_data.push_back(host_.data() + s * n);
+    for (int s = 0; s < 3; ++s) request.section_data.push_back(host_.data_ptr<float>() + s * n);
     ShardInfo info;
     Status written = WriteShard(request, &info);
     if (!written.ok()) {
@@ -152,13 +189,11 @@ Status RestoreFromCheckpoint(const LoadedCheckpoint& checkpoint, FlatParameters*
   }
   // All the parameters; the optimizer state of the optimizer's own range
   // (ZeRO-1: this rank's part), from whichever shards hold it.
-  BERT_RETURN_IF_ERROR(ReadRange(checkpoint, kSections[0], 0, m.total_elements, params->values().data_ptr<float>()));
+  BERT_RETURN_IF_ERROR(ReadRangeInto(checkpoint, kSections[0], 0, m.total_elements, params->values()));
   const uint64_t state_begin = static_cast<uint64_t>(optimizer->shard_begin());
   const uint64_t state_end = static_cast<uint64_t>(optimizer->shard_end());
-  BERT_RETURN_IF_ERROR(
-      ReadRange(checkpoint, kSections[1], state_begin, state_end, optimizer->exp_avg().data_ptr<float>()));
-  BERT_RETURN_IF_ERROR(
-      ReadRange(checkpoint, kSections[2], state_begin, state_end, optimizer->exp_avg_sq().data_ptr<float>()));
+  BERT_RETURN_IF_ERROR(ReadRangeInto(checkpoint, kSections[1], state_begin, state_end, optimizer->exp_avg()));
+  BERT_RETURN_IF_ERROR(ReadRangeInto(checkpoint, kSections[2], state_begin, state_end, optimizer->exp_avg_sq()));
   optimizer->set_step(m.optimizer.value("step", int64_t{0}));
   if (m.world_size == world_size && rank < m.shards.size() && m.shards[rank].rank_state.contains("dropout_counter")) {
     const nlohmann::json& state = m.shards[rank].rank_state;

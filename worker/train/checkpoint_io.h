@@ -15,7 +15,8 @@
 // initialisation seed, which the coordinator puts in the manifest.
 //
 // Saving is asynchronous: Save() copies this rank's ranges into host memory
-// (a memcpy of 3 x N/W floats) and returns; a background thread writes the
+// (3 x N/W floats; from a GPU, asynchronous copies into pinned memory) and
+// returns; a background thread writes the
 // shard, fsyncs it and calls the `durable` callback (which reports it to the
 // coordinator). One save is in flight at a time: Save() first waits for the
 // previous one. Not thread-safe otherwise: one training thread calls it.
@@ -59,10 +60,11 @@ class CheckpointSaver {
   DurableFn durable_;
   std::thread thread_;
   Status result_;
-  std::vector<float> host_;  // the copied ranges, section after section
+  torch::Tensor host_;  // the copied ranges, section after section (fp32; pinned for a GPU model)
 };
 
-// Restores params, optimizer moments and step count, and this rank's
+// Restores params, optimizer moments and step count (read into host memory,
+// then copied to the tensors' device), and this rank's
 // dropout stream (from its own shard when the world size is the same; else
 // a fresh stream for (seed, rank, step)) from `checkpoint`. Checks that the
 // layout and the optimizer kind match the model's; errors name the

@@ -63,7 +63,11 @@ uint64_t ParameterChecksum(const torch::Tensor& values) {
 class DistributedLoop {
  public:
   DistributedLoop(const RunConfig& config, Communicator* comm, const DistributedOptions& options)
-      : config_(config), comm_(comm), options_(options), tag_("[worker r" + std::to_string(comm->rank()) + "]") {}
+      : config_(config),
+        comm_(comm),
+        buffer_comm_(options.buffer_comm != nullptr ? options.buffer_comm : comm),
+        options_(options),
+        tag_("[worker r" + std::to_string(comm->rank()) + "]") {}
 
   DistributedOutcome Run() {
     DistributedOutcome outcome;
@@ -107,7 +111,7 @@ class DistributedLoop {
         }
       };
     }
-    Result<Pretraining> pretraining = MakePretraining(config_, std::move(shard));
+    Result<Pretraining> pretraining = MakePretraining(config_, std::move(shard), torch::Device(options_.device));
     if (!pretraining.ok()) return pretraining.status();
     model_ = std::move(pretraining->model);
     trainer_ = std::move(pretraining->trainer);
@@ -131,7 +135,8 @@ class DistributedLoop {
     // Every rank measures the GEMM peak at once, so that ranks sharing a
     // machine share its peak; MFU is against the sum.
     BERT_RETURN_IF_ERROR(comm_->Barrier());
-    double peak = MeasureGemmGflops(2048, 3);
+    const torch::Device device = model_->parameters().values().device();
+    double peak = MeasureTrainingPeakGflops(device, trainer_->options().bf16_autocast);
     BERT_RETURN_IF_ERROR(comm_->AllReduce(&peak, 1, CommDataType::kFloat64, CommReduceOp::kSum));
     peak_gflops_ = peak;
 
@@ -189,9 +194,11 @@ class DistributedLoop {
       if (!progress.ok()) return progress.status();
       progress_ = std::move(progress).value();
       LOG(INFO) << tag_ << " " << model_->parameters().numel() << " parameters; world size " << comm_->world_size()
-                << " (" << comm_->backend() << "), steps " << run_.start_step << ".." << run_.total_steps << " of "
+                << " (" << comm_->backend()
+                << (buffer_comm_ != comm_ ? ", gradients and parameters over " + buffer_comm_->backend() : "")
+                << "), device " << model_->parameters().values().device() << ", steps " << run_.start_step << ".." << run_.total_steps << " of "
                 << run_.global_batch_size << " samples, " << run_.micro_batches_per_step << " micro-batches of "
-                << run_.micro_batch_size << " per rank; fp32 GEMM peak of all ranks " << peak << " GFLOP/s";
+                << run_.micro_batch_size << " per rank; " << (trainer_->options().bf16_autocast ? "bf16" : "fp32") << " GEMM peak of all ranks " << peak << " GFLOP/s";
     }
     return Status::Ok();
   }
@@ -288,16 +295,16 @@ class DistributedLoop {
       double compute_seconds = SecondsSince(compute_start);
       FlatParameters& params = model_->parameters();
       if (options_.shard_optimizer) {
-        BERT_RETURN_IF_ERROR(comm_->ReduceScatter(params.grads().data_ptr(), parts_, CommDataType::kFloat32));
+        BERT_RETURN_IF_ERROR(buffer_comm_->ReduceScatter(params.grads().data_ptr(), parts_, CommDataType::kFloat32));
       } else {
-        BERT_RETURN_IF_ERROR(comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
+        BERT_RETURN_IF_ERROR(buffer_comm_->AllReduceBuckets(params.grads().data_ptr(), static_cast<size_t>(params.numel()),
                                                      CommDataType::kFloat32, options_.bucket_bytes));
       }
       const Clock::time_point update_start = Clock::now();
       StepMetrics metrics = trainer_->ApplyGradients();
       compute_seconds += SecondsSince(update_start);
       if (options_.shard_optimizer && !metrics.skipped) {
-        BERT_RETURN_IF_ERROR(comm_->AllGather(params.values().data_ptr(), parts_, CommDataType::kFloat32));
+        BERT_RETURN_IF_ERROR(buffer_comm_->AllGather(params.values().data_ptr(), parts_, CommDataType::kFloat32));
       }
 
       // The step's figures over all ranks (each rank holds its share).
@@ -410,7 +417,8 @@ class DistributedLoop {
   }
 
   const RunConfig& config_;
-  Communicator* comm_;
+  Communicator* comm_;         // host scalars, barriers, checksums (MPI)
+  Communicator* buffer_comm_;  // the flat gradients and parameters (NCCL on CUDA; else comm_)
   DistributedOptions options_;
   const std::string tag_;
   std::unique_ptr<BertForPreTraining> model_;
@@ -420,7 +428,7 @@ class DistributedLoop {
   std::unique_ptr<CheckpointSaver> saver_;
   RunInfo run_;
   std::vector<size_t> parts_;  // ShardRanges(N, W) sizes: the ZeRO-1 parts of the flat buffers
-  double peak_gflops_ = 0;  // fp32 GEMM peak of all ranks together (for MFU)
+  double peak_gflops_ = 0;  // GEMM peak (the run's precision) of all ranks together (for MFU)
 };
 
 }  // namespace

@@ -53,6 +53,10 @@ struct DistributedOptions {
   bool shard_optimizer = true;       // ZeRO-1; false: replicated state, bucketed all-reduce
   size_t bucket_bytes = size_t{25} << 20;  // all-reduce buckets (replicated optimizer only)
   std::string save_params;          // rank 0 writes the final flat fp32 parameters here (raw, native order)
+  std::string device = "cpu";       // where the model trains, as torch::Device parses it ("cpu", "cuda:1"):
+                                    // worker/train/device.h's choice for this process
+  Communicator* buffer_comm = nullptr;  // carries the flat gradients and parameters (NCCL with a CUDA device);
+                                        // null: `comm`, which always carries the host scalars and barriers
 };
 
 struct DistributedOutcome {

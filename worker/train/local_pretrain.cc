@@ -13,6 +13,7 @@
 #include "datapipe/training_data.h"
 #include "worker/model/bert_heads.h"
 #include "worker/model/flops.h"
+#include "worker/train/device.h"
 #include "worker/train/pretrain_progress.h"
 #include "worker/train/train_step.h"
 
@@ -33,7 +34,9 @@ class LocalLoop {
 
  private:
   Status Prepare() {
-    Result<Pretraining> pretraining = MakePretraining(config_);
+    Result<DeviceChoice> device = ChooseDeviceForThisProcess(config_.train.device, "train.device", config_.train.tf32);
+    if (!device.ok()) return device.status();
+    Result<Pretraining> pretraining = MakePretraining(config_, OptimizerShard(), device->device);
     if (!pretraining.ok()) return pretraining.status();
     model_ = std::move(pretraining->model);
     trainer_ = std::move(pretraining->trainer);
@@ -55,14 +58,15 @@ class LocalLoop {
     std::filesystem::create_directories(config_.run_dir, ec);
     if (ec) return Status::IoError(config_.run_dir + ": cannot create the run directory: " + ec.message());
     BERT_RETURN_IF_ERROR(WriteFileAtomic(config_.run_dir + "/config.yaml", config_.ToYaml()));
-    const double peak_gflops = MeasureGemmGflops(2048, 3);
+    const double peak_gflops = MeasureTrainingPeakGflops(device->device, trainer_->options().bf16_autocast);
     auto progress = PretrainProgress::Open(config_.run_dir, 0, config_.train.steps, config_.log.every_steps,
                                            peak_gflops, "[worker r0]");
     if (!progress.ok()) return progress.status();
     progress_ = std::move(progress).value();
     LOG(INFO) << "[worker r0] " << model_->parameters().numel() << " parameters, " << config_.train.steps
               << " steps of " << config_.train.global_batch_size << " samples (micro-batch " << micro_batch_
-              << "), fp32 GEMM peak " << peak_gflops << " GFLOP/s, run dir " << config_.run_dir;
+              << "), device " << device->description << ", " << config_.train.precision << " GEMM peak "
+              << peak_gflops << " GFLOP/s, run dir " << config_.run_dir;
     return Status::Ok();
   }
 

@@ -1,6 +1,8 @@
 #include "worker/train/train_step.h"
 
 #include "checkpoint/checkpoint.h"
+#include "datapipe/random.h"
+#include "worker/train/device.h"
 
 #include <glog/logging.h>
 
@@ -21,6 +23,8 @@ namespace bert {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kStreamDeviceDropout = 0x646576646f70;  // "devdop"
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -108,6 +112,10 @@ Result<TrainerOptions> TrainerOptionsFromConfig(const TrainConfig& t) {
   options.schedule.power = t.poly_power;
   options.schedule.end_lr = t.lr * t.end_lr_ratio;
   options.max_grad_norm = t.max_grad_norm;
+  options.bf16_autocast = t.precision == "bf16";
+  if (options.bf16_autocast && !BERT_HAVE_CUDA) {
+    return Status::InvalidArgument("train.precision: bf16 needs a CUDA build of LibTorch (this one is CPU-only)");
+  }
   BERT_RETURN_IF_ERROR(options.Validate());
   return options;
 }
@@ -124,6 +132,12 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
   Clock::time_point start = Clock::now();
   const torch::Device device = model_->parameters().values().device();
   const PretrainBatch batch = host_batch.input_ids.device() == device ? host_batch : host_batch.To(device);
+  if (!device.is_cpu()) {
+    // Device dropout draws from the device's generator: seeded per micro-batch
+    // from this rank's checkpointed stream (device.h).
+    DropoutRng& rng = model_->dropout_rng();
+    SeedDeviceGenerator(device, rnd::Hash(rng.seed(), kStreamDeviceDropout, rng.Take(1)));
+  }
   PreTrainingLoss loss;
   {
 #if BERT_HAVE_CUDA
@@ -218,12 +232,17 @@ StepMetrics Trainer::TrainStep(const std::vector<PretrainBatch>& micro_batches) 
   return ApplyGradients();
 }
 
-Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard) {
+Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard, torch::Device device) {
   torch::set_num_threads(config.train.intra_op_threads);
   Result<TrainerOptions> trainer_options = TrainerOptionsFromConfig(config.train);
   if (!trainer_options.ok()) return trainer_options.status();
+  if (trainer_options->bf16_autocast && !device.is_cuda()) {
+    return Status::InvalidArgument("train.precision: bf16 runs on CUDA, but this process trains on " + device.str() +
+                                   " (train.device: " + config.train.device + "); use fp32");
+  }
   ModelOptions model_options;
   model_options.seed = config.train.init_seed;
+  model_options.device = device;
   Result<std::unique_ptr<BertForPreTraining>> model = BertForPreTraining::FromConfigFile(config.model, model_options);
   if (!model.ok()) return model.status();
   Pretraining result;

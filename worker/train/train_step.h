@@ -20,10 +20,13 @@
 // of model.parameters().grads(), then ApplyGradients(). TrainStep() is both
 // halves for one process.
 //
-// On CUDA builds of LibTorch, bf16_autocast runs the forward under autocast
-// (bf16 activations and GEMMs) while parameters, gradients and optimizer
-// state stay fp32 (master weights). CPU-only builds compile that path out and
-// reject the option.
+// On CUDA builds of LibTorch, bf16_autocast (train.precision: bf16) runs the
+// forward under autocast (bf16 activations and GEMMs) while parameters,
+// gradients, optimizer state and the loss stay fp32 (master weights).
+// CPU-only builds compile that path out and reject the option.
+// On a device other than the CPU, each micro-batch first reseeds the
+// device's generator from the model's DropoutRng (SeedDeviceGenerator), so
+// dropout masks differ per rank and continue exactly after a resume.
 //
 // Not thread-safe: one Trainer per model, driven by one thread.
 #pragma once
@@ -145,6 +148,11 @@ struct Pretraining {
   std::unique_ptr<Trainer> trainer;
 };
 // `shard`: this rank's part of the optimizer state (ZeRO-1; see above).
-Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard = OptimizerShard());
+// `device`: where the model, its gradients and the optimizer state live
+// (worker/train/device.h chooses it); the weights are drawn on the CPU
+// either way, so every device starts from the same ones. train.precision
+// bf16 needs a CUDA device (an error naming the key otherwise).
+Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shard = OptimizerShard(),
+                                    torch::Device device = torch::kCPU);
 
 }  // namespace bert

@@ -111,5 +111,23 @@ TEST_F(LocalPretrainTest, BadConfigsAreRejectedNamingTheKey) {
   EXPECT_NE(m.output.find("vocab_size 1000"), std::string::npos) << m.output;
 }
 
+// train.device: the log names the device; "cuda" where no GPU is visible
+// (this CI machine) exits 2 naming the key before anything is written, and
+// where one is, trains there.
+TEST_F(LocalPretrainTest, TheDeviceIsLoggedAndCudaWithoutAGpuExitsTwoNamingTheKey) {
+  CommandResult cpu = RunCommand(Worker() + " --local --config " + Config(work_ / "cpu", 5, "  device: cpu\n"));
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+  EXPECT_NE(cpu.output.find("device cpu (train.device: cpu)"), std::string::npos) << cpu.output;
+
+  CommandResult cuda = RunCommand(Worker() + " --local --config " + Config(work_ / "cuda", 5, "  device: cuda\n"));
+  if (cuda.exit_code == 0) {
+    EXPECT_NE(cuda.output.find("device cuda:0 (local rank 0;"), std::string::npos) << cuda.output;
+  } else {
+    EXPECT_EQ(cuda.exit_code, 2) << cuda.output;
+    EXPECT_NE(cuda.output.find("train.device: cuda, but no CUDA device is visible"), std::string::npos) << cuda.output;
+    EXPECT_FALSE(fs::exists(work_ / "cuda/metrics.jsonl"));
+  }
+}
+
 }  // namespace
 }  // namespace bert
