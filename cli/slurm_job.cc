@@ -120,7 +120,11 @@ std::vector<std::string> SrunResourceArgs(const SlurmResources& r) {
   std::vector<std::string> args = {"--nodes=" + std::to_string(r.nodes)};
   if (r.gpus_per_node > 0) {
     args.push_back("--ntasks-per-node=" + std::to_string(r.gpus_per_node));
-    args.push_back("--gpus-per-task=1");  // one GPU per rank: CUDA_VISIBLE_DEVICES holds just it
+    // Every rank sees all the node's GPUs (--gpus-per-task=1 would hide them
+    // from each other: no NVLink peer access for NCCL) and takes the one of
+    // its SLURM_LOCALID (worker/train/device.h).
+    args.push_back("--gpus-per-node=" + std::to_string(r.gpus_per_node));
+    args.push_back("--gpu-bind=none");
   } else {
     args.push_back("--ntasks-per-node=" + std::to_string(r.tasks_per_node));
   }
@@ -151,6 +155,10 @@ std::string RenderSbatch(const SbatchJob& job) {
                  {"TASKS_PER_NODE", std::to_string(r.gpus_per_node > 0 ? r.gpus_per_node : r.tasks_per_node)},
                  {"CPUS_PER_TASK", std::to_string(r.cpus_per_task)},
                  {"GPUS_LINE", r.gpus_per_node > 0 ? "#SBATCH --gpus-per-node=" + std::to_string(r.gpus_per_node) : ""},
+                 {"GPU_ENV", r.gpus_per_node > 0 ? "# GPU mode: NCCL reports its warnings in each rank's log; set NCCL_DEBUG=INFO to see the\n"
+                                                   "# transports it picks (NVLink, InfiniBand, sockets).\n"
+                                                   "export NCCL_DEBUG=${NCCL_DEBUG:-WARN}"
+                                                 : ""},
                  {"TIME", r.time},
                  {"PARTITION_LINE", r.partition.empty() ? "" : "#SBATCH --partition=" + r.partition},
                  {"ACCOUNT_LINE", r.account.empty() ? "" : "#SBATCH --account=" + r.account},

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 namespace bert {
 namespace {
 
@@ -80,6 +82,24 @@ TEST(RunConfigTest, MissingRequiredKeysAndBrokenYamlAreNamed) {
   Result<RunConfig> missing = LoadRunConfig("/no/such/run.yaml");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/no/such/run.yaml"), std::string::npos);
+}
+
+// The bundled run configs (the demo's and the GPU recipes the docs cite)
+// are valid, and the GPU ones train in bf16 on CUDA.
+TEST(RunConfigTest, EveryBundledRunConfigLoads) {
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(BERT_SOURCE_DIR) + "/configs/runs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    Result<RunConfig> c = LoadRunConfig(entry.path().string());
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    ++loaded;
+    if (c->name == "base" || c->name == "large") {
+      EXPECT_EQ(c->train.device, "cuda") << entry.path();
+      EXPECT_EQ(c->train.precision, "bf16") << entry.path();
+      EXPECT_EQ(c->train.global_batch_size % c->train.micro_batch_size, 0) << entry.path();
+    }
+  }
+  EXPECT_GE(loaded, 3) << "tiny, base and large";
 }
 
 }  // namespace

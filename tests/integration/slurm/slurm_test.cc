@@ -263,10 +263,11 @@ TEST_F(SlurmTest, DryRunFourNodesEightGpus) {
         "#SBATCH --signal=B:USR1@300\n", "#SBATCH --dependency=singleton\n",
         "#SBATCH --output=" + run_dir + "/slurm/job-%j.log\n",
         "srun --mpi=pmix --ntasks=32 --kill-on-bad-exit=1 --output=" + run_dir +
-            "/slurm/job-%j-rank-%t.log --open-mode=append --nodes=4 --ntasks-per-node=8 --gpus-per-task=1 "
-            "--cpus-per-task=6 " + std::string(BERT_BIN_DIR) + "/bert-worker --config " + run_dir + "/config.yaml",
+            "/slurm/job-%j-rank-%t.log --open-mode=append --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 "
+            "--gpu-bind=none --cpus-per-task=6 " + std::string(BERT_BIN_DIR) + "/bert-worker --config " + run_dir + "/config.yaml",
         " pretrain --config " + config, "--workers 32 --launcher srun",
-        "--srun-args '--nodes=4 --ntasks-per-node=8 --gpus-per-task=1 --cpus-per-task=6'",
+        "--srun-args '--nodes=4 --ntasks-per-node=8 --gpus-per-node=8 --gpu-bind=none --cpus-per-task=6'",
+        "export NCCL_DEBUG=${NCCL_DEBUG:-WARN}",
         "scontrol requeue \"$SLURM_JOB_ID\""}) {
     EXPECT_TRUE(Contains(script, line)) << "missing: " << line << "\n" << script;
   }

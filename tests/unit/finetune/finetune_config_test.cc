@@ -41,6 +41,7 @@ TEST(FinetuneConfigTest, BadValuesNameFileAndKey) {
       {"train:\n  learning_rate: 0.1\n", "ft.yaml: train.learning_rate: is not a known key"},
       {"colour: blue\n", "ft.yaml: colour: is not a known key"},
       {"train:\n  epochs: 0\n", "ft.yaml: train.epochs: must be in [1, 10000], got 0"},
+      {"train:\n  device: tpu\n", "ft.yaml: train.device: must be auto, cpu or cuda, got tpu"},
       {"train:\n  max_seq_len: 2\n", "ft.yaml: train.max_seq_len: must be in [3, 8192], got 2"},
       {"loss:\n  type: hinge\n", "ft.yaml: loss.type: must be cross_entropy or focal, got hinge"},
       {"loss:\n  class_weights: inverse\n", "ft.yaml: loss.class_weights: must be balanced or a list of weights"},
