@@ -127,6 +127,7 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("device", &t.device);
   train.Get("precision", &t.precision);
   train.Get("tf32", &t.tf32);
+  train.Get("activation_checkpointing", &t.activation_checkpointing);
   YamlSection log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
   YamlSection checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
@@ -185,6 +186,7 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "device" << YAML::Value << train.device;
   out << YAML::Key << "precision" << YAML::Value << train.precision;
   out << YAML::Key << "tf32" << YAML::Value << train.tf32;
+  out << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing;
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;

@@ -49,6 +49,8 @@ struct TrainConfig {
   std::string precision = "fp32";  // fp32 | bf16 (bf16 autocast on CUDA; fp32 master weights,
                                    // optimizer state and loss)
   bool tf32 = false;               // fp32 GEMMs and convolutions in TF32 on CUDA (Ampere and later)
+  bool activation_checkpointing = false;  // recompute each encoder layer in the backward pass:
+                                          // less activation memory for about one more forward
 };
 
 struct LogConfig {

@@ -29,6 +29,7 @@ TEST(RunConfigTest, MinimalConfigGetsDefaultsAndResolvedPaths) {
   EXPECT_EQ(c->train.device, "auto");
   EXPECT_EQ(c->train.precision, "fp32");
   EXPECT_FALSE(c->train.tf32);
+  EXPECT_FALSE(c->train.activation_checkpointing);
 }
 
 TEST(RunConfigTest, ResolvedYamlRoundTrips) {

@@ -69,7 +69,7 @@ torch::Tensor BertForPreTraining::MlmTransform(const torch::Tensor& rows) const 
 }
 
 BertForPreTraining::Output BertForPreTraining::Forward(const PretrainBatch& batch, bool training) {
-  ForwardMode mode{training, &rng_};
+  ForwardMode mode{training, &rng_, checkpoint_layers_};
   BertModel::Output encoded = bert_.Forward(batch.input_ids, batch.token_type_ids, batch.lengths, mode);
   Output out;
   out.sequence = encoded.sequence;

@@ -80,6 +80,10 @@ class BertForPreTraining {
   FlatParameters& parameters() { return params_; }
   const FlatParameters& parameters() const { return params_; }
   DropoutRng& dropout_rng() { return rng_; }
+  // Activation checkpointing of the encoder layers in training passes
+  // (ForwardMode::checkpoint_layers; train.activation_checkpointing).
+  void set_activation_checkpointing(bool on) { checkpoint_layers_ = on; }
+  bool activation_checkpointing() const { return checkpoint_layers_; }
 
  private:
   torch::Tensor MlmTransform(const torch::Tensor& rows) const;  // [R, H] -> [R, H]
@@ -88,6 +92,7 @@ class BertForPreTraining {
   FlatParameters params_;
   BertModel bert_;
   DropoutRng rng_;
+  bool checkpoint_layers_ = false;
   torch::Tensor transform_weight_, transform_bias_, transform_norm_weight_, transform_norm_bias_;
   torch::Tensor decoder_weight_, decoder_bias_;  // word embeddings (tied), cls.predictions.bias
   torch::Tensor nsp_weight_, nsp_bias_;

@@ -2,7 +2,90 @@
 
 #include <glog/logging.h>
 
+#include <ATen/autocast_mode.h>
+
+#include <optional>
+
 namespace bert {
+namespace detail {
+
+// Activation checkpointing of one encoder layer (ForwardMode::checkpoint_layers),
+// as torch.utils.checkpoint's reentrant variant: forward without a graph,
+// then in backward the same forward again with one, and its backward.
+// Parameter gradients land in the flat gradient buffer as usual.
+class CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+ public:
+  using AutogradContext = torch::autograd::AutogradContext;
+  using Tensor = torch::Tensor;
+
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const BertModel* model, int64_t index,
+                        const AttentionMask* mask, const ForwardMode* mode) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
+    ctx->saved_data["index"] = index;
+    ctx->saved_data["batch_size"] = mask->batch_size;
+    ctx->saved_data["seq_len"] = mask->seq_len;
+    ctx->saved_data["key_bias"] = mask->key_bias;
+    ctx->saved_data["keep"] = mask->keep;
+    ctx->saved_data["rng"] = reinterpret_cast<int64_t>(mode->rng);
+    ctx->saved_data["counter"] = mode->rng ? static_cast<int64_t>(mode->rng->counter()) : int64_t{0};
+    if (!x.is_cpu()) ctx->saved_data["generator"] = at::globalContext().defaultGenerator(x.device()).get_state();
+    // bf16 autocast (train.precision) covers the forward only; the recomputation must run under it too.
+    const at::DeviceType type = x.device().type();
+    ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(type);
+    ctx->saved_data["autocast_dtype"] = static_cast<int64_t>(at::autocast::get_autocast_dtype(type));
+    return model->LayerForward(model->layers_[index], x, *mask, *mode);
+  }
+
+  static torch::autograd::variable_list backward(AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const BertModel* model = reinterpret_cast<const BertModel*>(ctx->saved_data["model"].toInt());
+    const int64_t index = ctx->saved_data["index"].toInt();
+    AttentionMask mask;
+    mask.batch_size = ctx->saved_data["batch_size"].toInt();
+    mask.seq_len = ctx->saved_data["seq_len"].toInt();
+    mask.key_bias = ctx->saved_data["key_bias"].toOptional<Tensor>().value_or(Tensor());
+    mask.keep = ctx->saved_data["keep"].toOptional<Tensor>().value_or(Tensor());
+    ForwardMode mode;
+    mode.training = true;
+    mode.rng = reinterpret_cast<DropoutRng*>(ctx->saved_data["rng"].toInt());
+    // Replay this layer's dropout draws, then put the streams back.
+    const uint64_t now = mode.rng ? mode.rng->counter() : 0;
+    if (mode.rng) mode.rng->Restore(mode.rng->seed(), static_cast<uint64_t>(ctx->saved_data["counter"].toInt()));
+    const Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    std::optional<at::Generator> generator;
+    Tensor generator_now;
+    if (ctx->saved_data.count("generator")) {
+      generator = at::globalContext().defaultGenerator(x.device());
+      generator_now = generator->get_state();
+      generator->set_state(ctx->saved_data["generator"].toTensor());
+    }
+    Tensor y;
+    {
+      torch::AutoGradMode enable(true);
+      const at::DeviceType type = x.device().type();
+      const bool autocast = ctx->saved_data["autocast"].toBool();
+      const bool was_enabled = at::autocast::is_autocast_enabled(type);
+      const at::ScalarType was_dtype = at::autocast::get_autocast_dtype(type);
+      if (autocast) {
+        at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
+        at::autocast::set_autocast_enabled(type, true);
+        at::autocast::increment_nesting();
+      }
+      y = model->LayerForward(model->layers_[index], x, mask, mode);
+      if (autocast) {
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+        at::autocast::set_autocast_enabled(type, was_enabled);
+        at::autocast::set_autocast_dtype(type, was_dtype);
+      }
+    }
+    if (generator) generator->set_state(generator_now);
+    if (mode.rng) mode.rng->Restore(mode.rng->seed(), now);
+    torch::autograd::backward({y}, {grads[0]});
+    return {x.grad(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+}  // namespace detail
 namespace {
 
 void Add(std::vector<ParameterSpec>* specs, const std::string& name, std::vector<int64_t> shape, ParamInit init) {
@@ -140,7 +223,13 @@ BertModel::Output BertModel::Forward(const torch::Tensor& input_ids, const torch
   AttentionMask mask =
       MakeAttentionMask(lengths, seq, word_embeddings_.scalar_type(), word_embeddings_.device());
   torch::Tensor x = Embed(input_ids, token_type_ids, mode);
-  for (const Layer& layer : layers_) x = LayerForward(layer, x, mask, mode);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (mode.training && mode.checkpoint_layers && torch::GradMode::is_enabled()) {
+      x = detail::CheckpointedLayer::apply(x, this, static_cast<int64_t>(i), &mask, &mode);
+    } else {
+      x = LayerForward(layers_[i], x, mask, mode);
+    }
+  }
   Output out;
   out.sequence = x;
   torch::Tensor first_tokens = x.view({batch, seq, config_.hidden_size}).select(1, 0);  // [B, H], [CLS]

@@ -28,11 +28,21 @@
 
 namespace bert {
 
-// How a forward pass runs: dropout on (training) or off.
+// How a forward pass runs: dropout on (training) or off; activation
+// checkpointing (training only): each encoder layer keeps only its input,
+// and its activations are recomputed in the backward pass with the same
+// dropout masks (the DropoutRng counter, and on a GPU the device
+// generator's state, are replayed), so the loss and gradients are those of
+// the plain pass, for about one more forward pass of compute.
 struct ForwardMode {
   bool training = false;
   DropoutRng* rng = nullptr;  // required when training with dropout > 0
+  bool checkpoint_layers = false;
 };
+
+namespace detail {
+class CheckpointedLayer;
+}
 
 // Appends the specs of BertModel's parameters, named `prefix` + HF name
 // ("bert." in the head models), in layout order.
@@ -58,6 +68,7 @@ class BertModel {
                  const ForwardMode& mode) const;
 
  private:
+  friend class detail::CheckpointedLayer;
   struct Layer {
     torch::Tensor qkv_weight, qkv_bias;  // [3H, H], [3H]: spans over query, key, value
     torch::Tensor attention_output_weight, attention_output_bias;

@@ -255,6 +255,7 @@ Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shar
   if (!model.ok()) return model.status();
   Pretraining result;
   result.model = std::move(model).value();
+  result.model->set_activation_checkpointing(config.train.activation_checkpointing);
   result.trainer = std::make_unique<Trainer>(result.model.get(), *trainer_options, std::move(shard));
   return result;
 }
