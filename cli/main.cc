@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/command.h"
+#include "cli/usage_errors.h"
 #include "common/logging.h"
 
 int main(int argc, char** argv) {
@@ -17,10 +18,12 @@ int main(int argc, char** argv) {
     auto subs = app.get_subcommands({});
     if (subs.size() > before) runners.emplace_back(subs.back(), std::move(run));
   }
+  // Every usage mistake exits 2 with one line (cli/usage_errors.h).
+  if (int code = bert::cli::CheckCommandName(app, argc, argv); code >= 0) return code;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return bert::cli::HandleParseError(app, e, argc, argv);
   }
   for (auto& [sub, run] : runners) {
     if (sub->parsed()) return run();

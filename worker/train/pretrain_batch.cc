@@ -36,13 +36,19 @@ Status CheckSample(size_t i, const TrainingSample& sample) {
 }  // namespace
 
 PretrainBatch PretrainBatch::To(torch::Device device) const {
+  // To a GPU: through pinned memory, asynchronously (stream-ordered before
+  // the forward pass that reads them); the host tensors may be reused at once.
+  const bool pinned = device.is_cuda() && input_ids.is_cpu();
+  auto move = [&](const torch::Tensor& t) {
+    return pinned ? t.pin_memory().to(device, /*non_blocking=*/true) : t.to(device);
+  };
   PretrainBatch out;
-  out.input_ids = input_ids.to(device);
-  out.token_type_ids = token_type_ids.to(device);
-  out.lengths = lengths.to(device);
-  out.masked_positions = masked_positions.to(device);
-  out.masked_labels = masked_labels.to(device);
-  out.nsp_labels = nsp_labels.to(device);
+  out.input_ids = move(input_ids);
+  out.token_type_ids = move(token_type_ids);
+  out.lengths = move(lengths);
+  out.masked_positions = move(masked_positions);
+  out.masked_labels = move(masked_labels);
+  out.nsp_labels = move(nsp_labels);
   return out;
 }
 

@@ -165,7 +165,7 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
   pending_.num_masked += loss.num_masked;
   pending_.nsp_correct += loss.nsp_correct;
   pending_.num_sequences += loss.num_sequences;
-  pending_.num_tokens += batch.num_tokens();
+  pending_.num_tokens += host_batch.num_tokens();  // the host copy: no device sync
   pending_.num_padded_tokens += batch.batch_size() * batch.seq_len();
 }
 
