@@ -126,7 +126,7 @@ Result<std::string> StatusService::Start(const std::string& bind) {
       response.set_content(Current().dump(), "application/json");
     });
     http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-      response.set_content(PrometheusText(board_->Snapshot(MonotonicMs())), "text/plain; version=0.0.4; charset=utf-8");
+      response.set_content(PrometheusText(Current()), "text/plain; version=0.0.4; charset=utf-8");
     });
     http_->Get("/history", [this](const httplib::Request&, httplib::Response& response) {
       response.set_content(board_->History().dump(), "application/json");

@@ -103,6 +103,36 @@ std::string StringOr(const Json& object, const char* key) {
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+double NumberOr(const Json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+// The coordinator's SecurityCounters (authenticator.h), so that an alert can
+// fire on refusals and rejected messages.
+void SecurityMetrics(const Json& security, const std::string& run, std::string* out) {
+  Header(out, "bert_security_connections_accepted_total", "counter",
+         "TCP connections the coordinator's ZeroMQ socket accepted");
+  Sample(out, "bert_security_connections_accepted_total", run, NumberOr(security, "connections_accepted"));
+  Header(out, "bert_security_connections_open", "gauge", "Connections open now");
+  Sample(out, "bert_security_connections_open", run, NumberOr(security, "connections_open"));
+  Header(out, "bert_security_handshakes_admitted_total", "counter", "CURVE handshakes admitted");
+  Sample(out, "bert_security_handshakes_admitted_total", run, NumberOr(security, "handshakes_admitted"));
+  Header(out, "bert_security_refused_total", "counter",
+         "Connections refused: a key not the run's (key), over the peer cap (peer_cap), a failed handshake (handshake)");
+  Sample(out, "bert_security_refused_total", run + ",reason=\"key\"", NumberOr(security, "refused_key"));
+  Sample(out, "bert_security_refused_total", run + ",reason=\"peer_cap\"", NumberOr(security, "refused_peer_cap"));
+  Sample(out, "bert_security_refused_total", run + ",reason=\"handshake\"", NumberOr(security, "handshake_failed"));
+  const auto rejects = security.find("rejects");
+  if (rejects == security.end() || !rejects->is_object() || rejects->empty()) return;
+  Header(out, "bert_security_rejected_messages_total", "counter",
+         "Messages from admitted peers that were dropped, by reason");
+  for (const auto& [reason, count] : rejects->items()) {
+    Sample(out, "bert_security_rejected_messages_total", run + ",reason=\"" + Escape(reason) + "\"",
+           count.is_number() ? count.get<double>() : 0.0);
+  }
+}
+
 }  // namespace
 
 std::string PrometheusText(const Json& status) {
@@ -124,6 +154,9 @@ std::string PrometheusText(const Json& status) {
   for (const Json& worker : workers) {
     labels.push_back(run + ",rank=\"" + std::to_string(worker.value("rank", 0)) + "\",host=\"" +
                      Escape(StringOr(worker, "host")) + "\"");
+  }
+  if (const auto security = status.find("security"); security != status.end() && security->is_object()) {
+    SecurityMetrics(*security, run, &out);
   }
   Header(&out, "bert_stragglers", "gauge", "Workers flagged as stragglers");
   Sample(&out, "bert_stragglers", run, static_cast<double>(status.value("stragglers", Json::array()).size()));

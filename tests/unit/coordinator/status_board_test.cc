@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "common/file_util.h"
+#include "coordinator/authenticator.h"
 #include "coordinator/status_http.h"
 #include "test_util.h"
 
@@ -255,7 +256,13 @@ TEST(PrometheusTextTest, FamiliesHaveHelpAndTypeAndLabelsAreEscaped) {
   board.OnRegister(odd, 0);
   board.OnRegister(Info(1), 0);
   AckStep(board, 0, 100);
-  const std::string text = PrometheusText(board.Snapshot(100));
+  Json status = board.Snapshot(100);
+  SecurityCounters security;
+  security.connections_accepted = 5;
+  security.handshake_failed = 2;
+  security.refused_key = 1;
+  status["security"] = security.ToJson();
+  const std::string text = PrometheusText(status);
   std::istringstream in(text);
   std::set<std::string> described, typed;
   for (std::string line; std::getline(in, line);) {
@@ -273,6 +280,11 @@ TEST(PrometheusTextTest, FamiliesHaveHelpAndTypeAndLabelsAreEscaped) {
   }
   EXPECT_NE(text.find("bert_run_state{run=\"board\",state=\"running\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("bert_step{run=\"board\"} 1\n"), std::string::npos) << text;
+  // The security counters /status has, for alerts on refusals.
+  EXPECT_NE(text.find("bert_security_connections_accepted_total{run=\"board\"} 5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("bert_security_refused_total{run=\"board\",reason=\"handshake\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("bert_security_refused_total{run=\"board\",reason=\"key\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("bert_security_rejected_messages_total{run=\"board\",reason="), std::string::npos);
   EXPECT_NE(text.find("bert_worker_step_time_seconds{run=\"board\",rank=\"0\",host=\"a\\\"b\\\\c\"} 0.1\n"),
             std::string::npos)
       << text;
