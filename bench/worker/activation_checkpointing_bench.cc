@@ -7,7 +7,8 @@
 // keep freed blocks (runtime_setup.h), so the peak stays visible to
 // getrusage. Defaults: bert-base at sequence 512, batch 4, 2 timed steps.
 //
-//   activation_checkpointing_bench [--model base] [--seq 512] [--batch 4] [--steps 2] [--threads 1]
+//   activation_checkpointing_bench [--smoke] [--model base] [--seq 512] [--batch 4] [--steps 2] [--threads 1]
+// --smoke: bert-tiny, seq 32, batch 2, one step (proves it runs).
 #include "worker/torch.h"
 
 #include <sys/resource.h>
@@ -109,6 +110,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const char* value = i + 1 < argc ? argv[i + 1] : "";
+    if (arg == "--smoke") {
+      args.model = "tiny";
+      args.seq = 32;
+      args.batch = 2;
+      args.steps = 1;
+      continue;
+    }
     if (arg == "--model") {
       args.model = value;
     } else if (arg == "--seq") {
