@@ -77,7 +77,11 @@ Status RunConfig::Validate() const {
             "must be >= 1" + Got(checkpoint.keep_last)),
       Check(checkpoint.keep_every >= 0, "checkpoint.keep_every", "must be >= 0" + Got(checkpoint.keep_every)),
   };
-  for (const Status& st : checks) BERT_RETURN_IF_ERROR(st);
+  // The messages quote values from the file (train.optimizer, train.device...),
+  // which may hold control bytes: escaped to keep the error one line.
+  for (const Status& st : checks) {
+    if (!st.ok()) return Status::InvalidArgument(OneLineText(st.message()));
+  }
   return Status::Ok();
 }
 

@@ -123,7 +123,9 @@ Status ValidateValues(const FinetuneConfig& c, bool complete) {
       Check(c.patience >= 0, "early_stopping.patience", "must be >= 0 (0: never stop early)" + Got(c.patience)),
   };
   for (const Status& st : checks) {
-    if (!st.ok()) return Status::InvalidArgument(c.source + ": " + st.message());
+    // The message quotes values from the file (loss.type, train.device...),
+    // which may hold control bytes: escaped to keep the error one line.
+    if (!st.ok()) return Status::InvalidArgument(c.source + ": " + OneLineText(st.message()));
   }
   return Status::Ok();
 }

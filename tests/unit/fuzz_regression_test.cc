@@ -46,5 +46,15 @@ TEST(FuzzRegressionTest, RunConfigListAsAKeyIsAnErrorNotACrash) {
       << config.status().message();
 }
 
+// finetune_config_fuzz found this in finetune_config.cc (its regression test is
+// in tests/unit/finetune/finetune_config_test.cc); run_config.cc had the same code.
+TEST(FuzzRegressionTest, RunConfigBadEnumValueWithANewlineStaysOneLine) {
+  Result<RunConfig> config = ParseRunConfig(
+      "model: m.json\ndata:\n  db: d\ntrain:\n  steps: 1\n  optimizer: \"sgd\\n\"\n", "run.yaml", "/cfg");
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("got sgd\\n"), std::string::npos) << config.status().message();
+  EXPECT_EQ(config.status().message().find('\n'), std::string::npos) << config.status().message();
+}
+
 }  // namespace
 }  // namespace bert

@@ -136,5 +136,14 @@ TEST(FinetuneConfigTest, ResolvedYamlRoundTripsEveryKey) {
   EXPECT_TRUE(back->class_weights.empty());
 }
 
+// finetune_config_fuzz: an unknown loss.type holding a newline ("cross\nent",
+// quoted) was echoed raw by the value checks.
+TEST(FinetuneConfigTest, BadEnumValueWithANewlineStaysOneLine) {
+  Result<FinetuneConfig> config =
+      ParseFinetuneConfig("loss:\n  type: \"cross\\nent\\x01\"\n", "ft.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(), "ft.yaml: loss.type: must be cross_entropy or focal, got cross\\nent\\x01");
+}
+
 }  // namespace
 }  // namespace bert::finetune
