@@ -291,9 +291,11 @@ int RunPretrain(const PretrainArgs& args) {
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (g_checkpoint_signals.load() > 0 && !interrupted) {  // stopped for preemption: no relaunch here
       const bool complete = coordinator.exit_code() == 0 && workers.exit_code().value_or(0) == 0;
-      if (!complete) {
-        LOG(WARNING) << "[pretrain] stopped on SIGUSR1 at " << ReadTrimmed(run_dir + "/checkpoints/latest")
-                     << "; the same command (or bertctl resume " << run_dir << ") resumes from there";
+      if (!complete && coordinator.exit_code() == kExitPreempted) {
+        LOG(WARNING) << "[pretrain] preempted (SIGUSR1) after " << FormatDuration(seconds) << ": stopped at "
+                     << ReadTrimmed(run_dir + "/checkpoints/latest") << "; the same command (or bertctl resume "
+                     << run_dir << ") resumes from there";
+        return kExitPreempted;
       }
       return Report(coordinator, workers, /*interrupted=*/!complete, seconds, run_dir);
     }
@@ -350,9 +352,10 @@ std::function<int()> SetupPretrain(CLI::App& app) {
       "\n"
       "Exit codes: 0 run complete; 1 error, or the workers failed (the last line names who exited with what);\n"
       "2 bad flag or config, or RUN_DIR taken by another config; 3 a worker died and the others were aborted;\n"
-      "5 not every rank registered in time; 6 interrupted; 7 a corrupt corpus or checkpoint.\n"
+      "5 not every rank registered in time; 6 interrupted; 7 a corrupt corpus or checkpoint; 8 preempted.\n"
       "SIGUSR1 (a Slurm preemption notice; see bertctl submit): the coordinator checkpoints at the next step\n"
-      "boundary and stops the workers; bertctl exits 6 and the same command resumes from that checkpoint.");
+      "boundary (the ranks take it after the step they are in, within one step time plus the save) and stops\n"
+      "the workers; bertctl exits 8 (preempted) and the same command resumes from that checkpoint.");
   cmd->add_option("--config", args->config_path, "Run config (YAML), e.g. configs/runs/tiny.yaml")->required();
   cmd->add_option("--workers", args->workers, "Worker processes (ranks)")
       ->capture_default_str()

@@ -35,6 +35,11 @@ constexpr int kShown = 0;        // live status, or the final state of a finishe
 constexpr int kNothing = 1;      // no coordinator answered and the run directory holds no status
 constexpr int kUsage = 2;
 constexpr int kLastKnown = 3;    // coordinator unreachable, run not finished: last known state shown
+constexpr int kPreempted = 4;    // the run stopped for a preemption: a checkpoint is committed, it resumes from it
+
+// States in which the run has ended: its coordinator has exited, and
+// nothing changes until someone resumes it.
+bool Ended(const std::string& state) { return state == "done" || state == "preempted" || state == "failed"; }
 
 constexpr int kConnectTimeoutMs = 1000, kReadTimeoutMs = 3000;
 
@@ -177,7 +182,10 @@ Fetched Fetch(const std::string& target, const std::string& token) {
   const std::string unreachable =
       fetched.url.empty() ? "no coordinator status URL" : "coordinator unreachable (" + fetched.url + ": " + error + ")";
   if (!run_dir.empty()) fetched.status = FromRunDir(run_dir, &fetched.note);
-  fetched.note = fetched.note.empty() ? unreachable : unreachable + "; " + fetched.note;
+  // A run that has ended has no coordinator to ask: not a connection problem.
+  const bool ended = fetched.status.is_object() && Ended(fetched.status.value("state", ""));
+  const std::string why = ended ? "the run has ended and its coordinator has exited" : unreachable;
+  fetched.note = fetched.note.empty() ? why : why + "; " + fetched.note;
   return fetched;
 }
 
@@ -229,7 +237,7 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
 
 void PrintView(const Fetched& fetched) {
   const Json& s = fetched.status;
-  const std::string state = Text(s, "state") + (fetched.live ? "" : " (last known)");
+  const std::string state = Text(s, "state") + (fetched.live || Ended(Text(s, "state")) ? "" : " (last known)");
   std::cout << "run " << Text(s, "run") << " | " << state << " | step " << Text(s, "step") << "/"
             << Text(s, "total_steps") << " (" << Percent(s.value("progress", Json())) << ") | epoch "
             << Text(s, "epoch") << " | " << Text(s, "samples_seen") << " samples\n";
@@ -254,6 +262,10 @@ void PrintView(const Fetched& fetched) {
   std::cout << "checkpoint " << (checkpoint.empty() ? "none" : checkpoint) << " | restarts " << Text(s, "restarts")
             << " | stragglers " << (stragglers.empty() ? "none" : stragglers) << "\n";
   if (s.value("state", "") == "failed") std::cout << "failed: " << Text(s, "exit_reason") << "\n";
+  if (s.value("state", "") == "preempted") {
+    std::cout << "preempted: " << Text(s, "exit_reason") << "; resume with the same bertctl pretrain command or "
+              << "bertctl resume RUN_DIR (Slurm requeues it by itself)\n";
+  }
   std::cout << (fetched.live ? "coordinator " + fetched.url : fetched.note) << "\n";
   const Json workers = s.value("workers", Json::array());
   if (workers.empty()) return;
@@ -276,11 +288,13 @@ void PrintView(const Fetched& fetched) {
 int ShowOnce(const StatusArgs& args, bool clear, bool* final) {
   const Fetched fetched = Fetch(args.target, args.token);
   const std::string state = fetched.status.is_object() ? fetched.status.value("state", "") : "";
-  *final = state == "done" || (state == "failed" && !fetched.live);
-  const bool finished = fetched.status.is_object() && fetched.status.value("state", "") == "done";
+  *final = state == "done" || (Ended(state) && !fetched.live);
   // A submitted run (bertctl submit): its Slurm job's state comes first.
   const std::optional<RunJobStatus> slurm = IsUrl(args.target) ? std::nullopt : RunSlurmStatus(args.target);
-  const int code = fetched.status.is_null() ? (slurm ? kShown : kNothing) : fetched.live || finished ? kShown : kLastKnown;
+  const int code = fetched.status.is_null()          ? (slurm ? kShown : kNothing)
+                   : state == "preempted"            ? kPreempted
+                   : fetched.live || state == "done" ? kShown
+                                                     : kLastKnown;
   if (args.json) {
     Json out = fetched.status.is_null() ? Json::object() : fetched.status;
     if (slurm) {
@@ -349,7 +363,9 @@ std::function<int()> SetupStatus(CLI::App& app) {
       "read from RUN_DIR/coordinator/status.json, metrics.jsonl and checkpoints/latest.\n"
       "Exit codes: 0 status shown (live, or the final state of a finished run), 1 nothing to show\n"
       "(coordinator unreachable and no status in the run directory), 2 bad usage, 3 coordinator\n"
-      "unreachable and the run not finished: the last known state was shown.");
+      "unreachable and the run not finished (or failed): the last known state was shown, 4 the run was\n"
+      "preempted (SIGUSR1): a checkpoint is committed and the run resumes from it.\n"
+      "Run states: starting, recovering, running, checkpointing, done, preempted, failed.");
   cmd->add_option("target", args->target, "Run directory or coordinator URL")->required();
   cmd->add_flag("--watch", args->watch, "Refresh until the run ends (Ctrl-C to stop)");
   cmd->add_option("--interval", args->interval_s, "Seconds between refreshes with --watch")

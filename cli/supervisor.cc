@@ -192,6 +192,7 @@ std::string Meaning(int code, bool coordinator) {
       return coordinator ? "not every rank registered in time" : "a worker's registration was refused";
     case kExitInterrupted: return "interrupted";
     case kExitBadData: return "a corrupt corpus or checkpoint";
+    case kExitPreempted: return "preempted: a checkpoint is committed";
     default: return "";
   }
 }
@@ -239,6 +240,7 @@ bool Retryable(const Child& coordinator, const Child& workers) {
   const std::optional<int> c = coordinator.exit_code(), w = workers.exit_code();
   if (!c) return false;                              // the coordinator never started
   if (*c == 0 && w.value_or(0) == 0) return false;   // complete
+  if (*c == kExitPreempted) return false;            // stopped on purpose (SIGUSR1), resumed by its launcher
   auto fatal = [](const Child& child) {
     const std::optional<int> code = child.exit_code();
     return code && !child.stopped && (*code == kExitUsage || *code == kExitBadData);

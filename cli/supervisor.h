@@ -36,6 +36,7 @@ enum ExitCode : int {
   kExitRegistration = 5,
   kExitInterrupted = 6,
   kExitBadData = 7,
+  kExitPreempted = 8,  // SIGUSR1: a checkpoint is committed; the same command resumes from it
 };
 constexpr uint32_t kMaxWorldSize = 65536;  // as in common/protocol.h
 

@@ -276,7 +276,8 @@ bool IsRetryableExit(int code) {
     case kExitOk:
     case kExitUsage:
     case kExitBadData:
-    case kExitInterrupted: return false;
+    case kExitInterrupted:
+    case kExitPreempted: return false;  // stopped on purpose; resumed by whoever preempted it
     default: return true;  // kExitError, kExitAborted, kExitCoordinatorLost, kExitRegistration, signals
   }
 }

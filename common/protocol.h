@@ -95,6 +95,8 @@ enum ExitCode : int {
                              // worker: registration refused
   kExitInterrupted = 6,      // SIGINT or SIGTERM
   kExitBadData = 7,          // a corrupt corpus or checkpoint that no retry can fix
+  kExitPreempted = 8,        // SIGUSR1 (preemption): a checkpoint is committed and the run resumes from it;
+                             // worker: the coordinator stopped the run for it
 };
 // Whether a launcher should restart the run after this exit code (from
 // the latest checkpoint): a dead peer, a lost coordinator, a crash or a

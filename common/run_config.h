@@ -65,7 +65,8 @@ struct CheckpointConfig {
 
 struct RunConfig {
   std::string name = "default";  // run name: runs/NAME
-  std::string run_dir;           // where the run writes; default runs/NAME
+  std::string run_dir;           // where the run writes; relative to the config file's directory, like every
+                                 // path in it; without it, runs/NAME under the current directory
   std::string model;             // HF config.json of the model (configs/models/...)
   std::string vocab;             // optional: check the corpus was prepared with this vocab.txt
   bool lower_case = true;        // uncased model

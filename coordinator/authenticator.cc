@@ -1,5 +1,10 @@
 #include "coordinator/authenticator.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -17,7 +22,49 @@ constexpr char kMonitorEndpoint[] = "inproc://bert-coordinator-monitor";
 constexpr int kPollMs = 50;
 constexpr uint64_t kRefusalsLoggedInFull = 5;  // per kind; then every 1000th
 constexpr int kMonitoredEvents = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                 ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+
+// The peer of an accepted TCP connection: {"IP:PORT", "IP"}, or why not.
+std::pair<std::string, std::string> PeerOf(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  char ip[INET6_ADDRSTRLEN] = {0};
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    return {"a peer whose address is unknown (libzmq closed the connection before the monitor could read it)", ""};
+  }
+  if (address.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&address);
+    ::inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof(ip));
+    return {std::string(ip) + ":" + std::to_string(ntohs(v4->sin_port)), ip};
+  }
+  if (address.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&address);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof(ip));
+    return {"[" + std::string(ip) + "]:" + std::to_string(ntohs(v6->sin6_port)), ip};
+  }
+  return {"a non-IP peer", ""};
+}
+
+// What a failure event says about the cause.
+std::string FailureText(uint16_t id, uint32_t value) {
+  if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+    switch (value) {
+      case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "failed the handshake (another security mechanism: a client without CURVE, or --insecure)";
+      case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+      case ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE:
+        return "failed the handshake (CURVE failed: the client has another server key)";
+      default: {
+        char code[16];
+        std::snprintf(code, sizeof(code), "0x%08x", value);
+        return std::string("failed the handshake (ZMTP protocol error ") + code + ": not a ZeroMQ peer of this run)";
+      }
+    }
+  }
+  return "failed the handshake (" + std::string(value != 0 ? zmq_strerror(static_cast<int>(value)) : "no detail") +
+         ": it timed out or the peer left during it)";
+}
 
 std::string Text(const zmq::message_t& m) { return std::string(static_cast<const char*>(m.data()), m.size()); }
 
@@ -107,23 +154,69 @@ void Authenticator::DrainMonitor() {
     if (event.empty()) return;
     if (event.size() < 2 || event[0].size() < 6) continue;
     uint16_t id = 0;
+    uint32_t value = 0;
     std::memcpy(&id, event[0].data(), sizeof(id));
-    const std::string address = Text(event[1]);
-    switch (id) {
-      case ZMQ_EVENT_ACCEPTED:
-        ++counters_->connections_accepted;
-        ++counters_->connections_open;
-        break;
-      case ZMQ_EVENT_DISCONNECTED: --counters_->connections_open; break;
-      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        LogRefusal(counters_->handshake_failed,
-                   "a connection from " + address +
-                       " failed the handshake (no CURVE, another server key, or not ZeroMQ)");
-        break;
-      default: break;
-    }
+    std::memcpy(&value, static_cast<const char*>(event[0].data()) + sizeof(id), sizeof(value));
+    OnEvent(id, value);
   }
+}
+
+void Authenticator::OnEvent(uint16_t id, uint32_t value) {
+  // A failure event's DISCONNECTED comes next; anything else first means
+  // the descriptor is not known (it is logged without the peer).
+  if (id != ZMQ_EVENT_DISCONNECTED) FlushPendingFailure();
+  const int fd = static_cast<int>(value);
+  switch (id) {
+    case ZMQ_EVENT_ACCEPTED: {
+      ++counters_->connections_accepted;
+      ++counters_->connections_open;
+      auto [peer, ip] = PeerOf(fd);
+      connections_[fd] = Connection{std::move(peer), std::move(ip), ++accepted_, false};
+      break;
+    }
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH: {  // ZAP decided it (a refusal is counted and logged there)
+      const std::string ip = zap_decided_ips_.empty() ? "" : zap_decided_ips_.front();
+      if (!zap_decided_ips_.empty()) zap_decided_ips_.pop_front();
+      Connection* oldest = nullptr;
+      for (int pass = 0; pass < 2 && oldest == nullptr; ++pass) {  // that address first, then any
+        for (auto& [descriptor, connection] : connections_) {
+          if (connection.settled || (pass == 0 && connection.ip != ip)) continue;
+          if (oldest == nullptr || connection.order < oldest->order) oldest = &connection;
+        }
+      }
+      if (oldest != nullptr) oldest->settled = true;
+      break;
+    }
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: pending_failure_ = FailureText(id, value); break;
+    case ZMQ_EVENT_DISCONNECTED: {
+      --counters_->connections_open;
+      auto it = connections_.find(fd);
+      const bool known = it != connections_.end();
+      const std::string peer = known ? it->second.peer : "a peer accepted before the monitor started";
+      if (!pending_failure_.empty()) {
+        LogRefusal(counters_->handshake_failed, "a connection from " + peer + " " + pending_failure_);
+      } else if (known && !it->second.settled) {
+        // No event for it: bytes that do not start like ZMTP end the
+        // connection without one.
+        LogRefusal(counters_->handshake_failed,
+                   "a connection from " + peer +
+                       " closed before completing a ZeroMQ handshake (not ZeroMQ, or a protocol error)");
+      }
+      pending_failure_.clear();
+      if (known) connections_.erase(it);
+      break;
+    }
+    default: break;
+  }
+}
+
+void Authenticator::FlushPendingFailure() {
+  if (!pending_failure_.empty()) {
+    LogRefusal(counters_->handshake_failed, "a connection from an unknown peer " + pending_failure_);
+  }
+  pending_failure_.clear();
 }
 
 void Authenticator::HandleZapRequest() {
@@ -165,6 +258,9 @@ void Authenticator::HandleZapRequest() {
     status_text = "OK";
   }
   if (status_code == "200") ++counters_->handshakes_admitted;
+  // Settles its connection at HANDSHAKE_SUCCEEDED or HANDSHAKE_FAILED_AUTH.
+  zap_decided_ips_.push_back(address);
+  if (zap_decided_ips_.size() > 4096) zap_decided_ips_.pop_front();
   // RFC 27 reply: version, request id, status code, status text, user id, metadata.
   const std::string reply[] = {"1.0", request_id, status_code, status_text, status_code == "200" ? "worker" : "", ""};
   for (size_t i = 0; i < 6; ++i) {

@@ -13,6 +13,17 @@
 // know the server key, bytes that are not ZMTP). Every refusal is counted in
 // SecurityCounters and logged, rate-limited, naming the peer's address.
 //
+// libzmq's events name the listening endpoint, not the peer, and some
+// failures have no event at all (bytes that do not start like ZMTP only end
+// the connection), so the monitor follows each connection by its file
+// descriptor: ACCEPTED(fd) looks the peer up (getpeername), a handshake
+// failure event is followed at once by that connection's DISCONNECTED(fd)
+// (one I/O thread emits both), and a connection that disconnects without a
+// handshake that succeeded or failed by an event is counted as failed then.
+// HANDSHAKE_SUCCEEDED and HANDSHAKE_FAILED_AUTH carry no descriptor: each
+// settles the oldest connection still in its handshake from the address
+// ZAP just decided on.
+//
 // One thread owns the ZAP and monitor sockets; counters are atomics, so the
 // HTTP threads read them while it runs. Start() before the server socket's
 // bind(); destroy before closing the context.
@@ -21,6 +32,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -71,6 +84,11 @@ class Authenticator {
   void Loop();
   void HandleZapRequest();
   void DrainMonitor();
+  // One monitor event: its id and value (a descriptor for ACCEPTED and
+  // DISCONNECTED, an error code for failures).
+  void OnEvent(uint16_t id, uint32_t value);
+  // Logs a failure event that no DISCONNECTED named the peer of.
+  void FlushPendingFailure();
   // Counts a refusal and logs it (first few in full, then every 1000th).
   void LogRefusal(std::atomic<uint64_t>& counter, const std::string& what);
 
@@ -79,6 +97,17 @@ class Authenticator {
   SecurityCounters* counters_;
   zmq::socket_t zap_;      // REP on inproc://zeromq.zap.01
   zmq::socket_t monitor_;  // PAIR: the server socket's events
+  // Connections from ACCEPTED to DISCONNECTED, by descriptor (the thread's own).
+  struct Connection {
+    std::string peer;       // "IP:PORT", or why it is not known
+    std::string ip;         // as ZAP names it
+    uint64_t order = 0;     // accept order
+    bool settled = false;   // its handshake succeeded, or its failure is counted
+  };
+  std::map<int, Connection> connections_;
+  uint64_t accepted_ = 0;
+  std::deque<std::string> zap_decided_ips_;  // ZAP decisions whose SUCCEEDED / FAILED_AUTH has not come yet
+  std::string pending_failure_;              // a failure event's text, until its DISCONNECTED names the peer
   std::thread thread_;
   std::atomic<bool> stopping_{false};
 };

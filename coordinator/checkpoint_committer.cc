@@ -27,6 +27,7 @@ CheckpointCommitter::CheckpointCommitter(CommitterOptions options, std::function
 bool CheckpointCommitter::IsCheckpointStep(uint64_t step) const {
   if (step == 0 || step > options_.total_steps) return false;
   if (step == options_.total_steps || requested_.count(step) > 0) return true;
+  if (requested_window_ && step >= requested_window_->first && step <= requested_window_->second) return true;
   return options_.every_steps > 0 && step % options_.every_steps == 0;
 }
 
@@ -101,6 +102,7 @@ Result<std::string> CheckpointCommitter::Commit(uint64_t step) {
   BERT_RETURN_IF_ERROR(store_.Commit(*manifest));
   last_committed_ = step;
   requested_.erase(step);
+  if (requested_window_ && step >= requested_window_->first) requested_window_.reset();
   const std::string name = CheckpointStore::StepName(step);
   Status retained = store_.Retain(options_.keep_last, options_.keep_every, step + 1);
   if (!retained.ok()) LOG(WARNING) << "[coord] checkpoint retention: " << retained.message();

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <utility>
 #include <set>
 #include <string>
 
@@ -47,8 +48,12 @@ class CheckpointCommitter {
   CheckpointCommitter(CommitterOptions options, std::function<uint64_t(uint64_t)> epoch_of);
 
   bool IsCheckpointStep(uint64_t step) const;
-  // Adds an out-of-schedule checkpoint step (e.g. on preemption).
+  // Adds an out-of-schedule checkpoint step.
   void Request(uint64_t step) { requested_.insert(step); }
+  // Expects one out-of-schedule checkpoint at a step in [first, last], which
+  // the ranks choose (a preemption): once a step of it is committed, the
+  // others are no longer checkpoint steps.
+  void RequestOneOf(uint64_t first, uint64_t last) { requested_window_ = {first, last}; }
 
   // A rank's durable shard. Returns the committed checkpoint's name when this
   // report completed step S and the commit succeeded; nullopt while reports
@@ -71,6 +76,7 @@ class CheckpointCommitter {
   std::function<uint64_t(uint64_t)> epoch_of_;
   CheckpointStore store_;
   std::set<uint64_t> requested_;
+  std::optional<std::pair<uint64_t, uint64_t>> requested_window_;  // RequestOneOf
   std::map<uint64_t, std::map<uint32_t, ShardInfo>> reports_;  // step -> rank -> shard
   uint64_t last_committed_ = 0;
 };

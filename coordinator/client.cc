@@ -66,6 +66,7 @@ int ExitCodeFor(EndReason reason) {
     case EndReason::kNone:
     case EndReason::kDone: return kExitOk;
     case EndReason::kAborted: return kExitAborted;
+    case EndReason::kPreempted: return kExitPreempted;
     case EndReason::kCoordinatorLost: return kExitCoordinatorLost;
     case EndReason::kRefused: return kExitRegistration;
     case EndReason::kProtocolError: return kExitError;
@@ -78,6 +79,7 @@ const char* EndReasonName(EndReason reason) {
     case EndReason::kNone: return "running";
     case EndReason::kDone: return "done";
     case EndReason::kAborted: return "aborted";
+    case EndReason::kPreempted: return "preempted";
     case EndReason::kCoordinatorLost: return "coordinator lost";
     case EndReason::kRefused: return "refused";
     case EndReason::kProtocolError: return "protocol error";
@@ -268,11 +270,8 @@ Status CoordinatorClient::ReportShardDurable(const ShardReport& report) {
   return Status::Ok();
 }
 
-uint64_t CoordinatorClient::TakeCheckpointRequest(uint64_t at_or_before) {
-  uint64_t step = requested_checkpoint_step_.load();
-  if (step == 0 || step > at_or_before) return 0;
+void CoordinatorClient::ClearCheckpointRequest(uint64_t step) {
   requested_checkpoint_step_.compare_exchange_strong(step, 0);
-  return step;
 }
 
 void CoordinatorClient::SetAbortCallback(std::function<void(EndReason, const std::string&)> callback) {
@@ -375,6 +374,9 @@ void CoordinatorClient::HandleIncoming(Frames& frames) {
       return;
     }
     case proto::Envelope::kAbort:
+      if (envelope.abort().preempted()) {
+        return End(EndReason::kPreempted, "stopped by " + Where() + ": " + envelope.abort().reason());
+      }
       return End(EndReason::kAborted, "aborted by " + Where() + ": " + envelope.abort().reason());
     case proto::Envelope::kDone: {
       {

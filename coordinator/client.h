@@ -119,11 +119,12 @@ enum class EndReason {
   kNone,             // still running
   kDone,             // the coordinator reported the run complete
   kAborted,          // the coordinator ordered an abort
+  kPreempted,        // the coordinator stopped the run for a preemption (checkpoint committed)
   kCoordinatorLost,  // the coordinator went silent, or never answered Register
   kRefused,          // registration refused
   kProtocolError,    // the coordinator sent an invalid batch
 };
-// kExitOk, kExitAborted, kExitCoordinatorLost, kExitRegistration or kExitError.
+// kExitOk, kExitAborted, kExitPreempted, kExitCoordinatorLost, kExitRegistration or kExitError.
 int ExitCodeFor(EndReason reason);
 const char* EndReasonName(EndReason reason);
 
@@ -150,9 +151,12 @@ class CoordinatorClient {
   Status ReportShardDurable(const ShardReport& report);
   // The last checkpoint step the coordinator reported committed (0: none).
   uint64_t last_committed_step() const { return last_committed_step_.load(); }
-  // A checkpoint the coordinator asked for (CheckpointRequest) at a step
-  // <= at_or_before, consumed by this call; 0 when none.
-  uint64_t TakeCheckpointRequest(uint64_t at_or_before);
+  // The checkpoint the coordinator ordered (CheckpointRequest: at the next
+  // step boundary, by this step at the latest) and not yet cleared; 0: none.
+  uint64_t PendingCheckpointRequest() const { return requested_checkpoint_step_.load(); }
+  // Clears the pending order if it is still `step` (one that arrived since
+  // stays pending).
+  void ClearCheckpointRequest(uint64_t step);
   // Runs on the I/O thread when the run ends abnormally (abort or lost).
   void SetAbortCallback(std::function<void(EndReason, const std::string&)> callback);
 

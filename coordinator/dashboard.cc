@@ -136,7 +136,8 @@ function render(s, h) {
     figure("checkpoint", s.last_checkpoint || "none"), figure("restarts", s.restarts),
     figure("stragglers", stragglers)].join("");
   const banner = document.getElementById("banner");
-  banner.textContent = s.state === "failed" ? "run failed: " + s.exit_reason : "";
+  banner.textContent = s.state === "failed" ? "run failed: " + s.exit_reason
+    : s.state === "preempted" ? "run preempted (resumes from its checkpoint): " + s.exit_reason : "";
   const tbody = document.querySelector("#workers tbody");
   tbody.innerHTML = "";
   for (const w of s.workers) {

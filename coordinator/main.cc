@@ -187,6 +187,23 @@ int Serve(Args& args) {
   auto data = bert::OpenDataSource(*config, std::min<uint64_t>(args.resident_mb, uint64_t{1} << 40) << 20);
   if (!data.ok()) return Fail(data.status());
 
+  // The keys first: a coordinator that refuses to start (a key file others
+  // can read) must leave the run's ledger and checkpoints as they were.
+  if (args.insecure) {
+    LOG(WARNING) << "[coord] --insecure: workers are not authenticated and batches travel in the clear";
+  } else {
+    const std::string keys_dir = args.keys_dir.empty() ? bert::KeysDir(run_dir) : args.keys_dir;
+    std::error_code ignored;
+    std::filesystem::create_directories(std::filesystem::path(keys_dir).parent_path(), ignored);  // a new run
+    bool created = false;
+    bert::Result<bert::ServerKeys> keys = bert::LoadOrCreateServerKeys(keys_dir, &created);
+    if (!keys.ok()) return Fail(keys.status());
+    LOG(INFO) << "[coord] CURVE on: " << (created ? "generated" : "reusing") << " the run's keys in " << keys_dir
+              << " (server " << bert::KeyTag(keys->server.public_z85) << "..., workers "
+              << bert::KeyTag(keys->worker_public_z85) << "...)";
+    options.keys = *keys;
+  }
+
   bert::LedgerMeta meta;
   meta.run_id = options.run_id;
   meta.global_batch_size = geometry->global_batch_size;
@@ -285,18 +302,6 @@ int Serve(Args& args) {
   options.board = &board;
   bert::SecurityCounters security_counters;
   options.counters = &security_counters;
-  if (args.insecure) {
-    LOG(WARNING) << "[coord] --insecure: workers are not authenticated and batches travel in the clear";
-  } else {
-    const std::string keys_dir = args.keys_dir.empty() ? bert::KeysDir(run_dir) : args.keys_dir;
-    bool created = false;
-    bert::Result<bert::ServerKeys> keys = bert::LoadOrCreateServerKeys(keys_dir, &created);
-    if (!keys.ok()) return Fail(keys.status());
-    LOG(INFO) << "[coord] CURVE on: " << (created ? "generated" : "reusing") << " the run's keys in " << keys_dir
-              << " (server " << bert::KeyTag(keys->server.public_z85) << "..., workers "
-              << bert::KeyTag(keys->worker_public_z85) << "...)";
-    options.keys = *keys;
-  }
   bert::StatusService status(&board, run_dir + "/coordinator/status.json");
   status.SetSecurityCounters(&security_counters);
   if (!args.http_token_file.empty()) {
@@ -348,9 +353,10 @@ int main(int argc, char** argv) {
       "RUN_DIR/metrics.jsonl; `bertctl status RUN_DIR` shows them.\n"
       "A restarted coordinator resumes from the ledger's cursor (the first step not acknowledged by all ranks).\n"
       "Exit codes: 0 run complete, 1 error, 2 bad flag/config, 3 a worker died (the others were told to abort),\n"
-      "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM), 7 damaged checkpoints only.\n"
-      "SIGUSR1 (preemption, a Slurm time limit): checkpoint at the next step boundary, stop the workers once it\n"
-      "is committed, exit 6; a restart resumes from that checkpoint.\n"
+      "5 not all ranks registered in time, 6 interrupted (SIGINT/SIGTERM), 7 damaged checkpoints only,\n"
+      "8 preempted (SIGUSR1; a checkpoint is committed).\n"
+      "SIGUSR1 (preemption, a Slurm time limit): checkpoint at the next step boundary (the ranks take it after\n"
+      "the step they are in), stop the workers once it is committed, exit 8; a restart resumes from it.\n"
       "Checkpoints: workers write shards into RUN_DIR/checkpoints/.staging-step-N, the coordinator commits\n"
       "them (manifest.json last, rename, latest); a restart resumes from the latest good one.\n"
       "Security (coordinator/SECURITY.md): CURVE with the run's keys in RUN_DIR/keys (generated on the first\n"

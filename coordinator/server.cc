@@ -390,27 +390,33 @@ int Server::CheckRunState(int64_t now_ms) {
 int Server::CheckpointAndStop() {
   if (stop_at_step_ == 0) {
     if (options_.committer == nullptr || !registry_.AllRegistered()) {
-      return Finish(kExitInterrupted, "checkpoint-and-stop (SIGUSR1) before every rank registered: stopping; the "
-                                      "run resumes from its latest checkpoint");
+      return Finish(kExitPreempted, "checkpoint-and-stop (SIGUSR1) before every rank registered: stopping; the "
+                                    "run resumes from its latest checkpoint");
     }
-    // The first step that no rank has received all batches of yet, plus one:
-    // the order (sent after every batch already sent, on the same ordered
-    // connections) reaches each rank before it can finish that step.
+    // The ranks take the checkpoint at the first step boundary after one of
+    // them has the order (they agree on it in the step's all-reduce), so
+    // not after the batches they have prefetched. The bound: the first step
+    // that no rank has received all batches of yet, plus one. The order,
+    // sent after every batch already sent on the same ordered connections,
+    // reaches each rank before it can finish that step; no batch after it
+    // is sent. Every rank has finished `cursor` steps, so the step is later.
     uint64_t step = 0;
     for (const RankStream& stream : streams_) step = std::max(step, stream.next_send.step + 1);
     stop_at_step_ = std::min(step, options_.total_steps);
-    options_.committer->Request(stop_at_step_);  // the shards of an out-of-schedule step are expected
+    preempt_first_step_ = std::min(tracker_.cursor() + 1, stop_at_step_);
+    options_.committer->RequestOneOf(preempt_first_step_, stop_at_step_);  // its shards are expected
     proto::Envelope envelope = MakeEnvelope();
     envelope.mutable_checkpoint_request()->set_step(stop_at_step_);
     SendToAll(envelope);
-    LOG(WARNING) << "[coord] checkpoint-and-stop (SIGUSR1): ordered a checkpoint at step " << stop_at_step_
-                 << "; no batch after it is sent; stopping once it is committed";
+    LOG(WARNING) << "[coord] checkpoint-and-stop (SIGUSR1): ordered a checkpoint at the next step boundary (step "
+                 << preempt_first_step_ << " to " << stop_at_step_
+                 << "); no batch after that is sent; stopping once it is committed";
   }
   // The final step's checkpoint completes the run (CheckRunState) instead.
-  if (stop_at_step_ < options_.total_steps && stats_.last_checkpoint_step >= stop_at_step_) {
-    return Finish(kExitInterrupted, "checkpoint-and-stop (SIGUSR1): checkpoint of step " +
-                                        std::to_string(stats_.last_checkpoint_step) +
-                                        " committed; the run resumes from it");
+  if (stats_.last_checkpoint_step >= preempt_first_step_ && stats_.last_checkpoint_step < options_.total_steps) {
+    return Finish(kExitPreempted, "checkpoint-and-stop (SIGUSR1): checkpoint of step " +
+                                      std::to_string(stats_.last_checkpoint_step) +
+                                      " committed; the run resumes from it");
   }
   return -1;
 }
@@ -422,6 +428,7 @@ int Server::Finish(int exit_code, const std::string& reason, int dead_rank) {
   } else {
     envelope.mutable_abort()->set_reason("coordinator: " + reason);
     envelope.mutable_abort()->set_dead_rank(dead_rank);
+    envelope.mutable_abort()->set_preempted(exit_code == kExitPreempted);
   }
   for (const auto& [rank, info] : registry_.workers()) {
     if (static_cast<int>(rank) != dead_rank) SendEnvelope(router_, info.identity, envelope);

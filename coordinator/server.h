@@ -15,9 +15,10 @@
 //   kExitOk            every step acknowledged; Done sent to every worker
 //   kExitAborted       a worker was silent for heartbeat_timeout_ms: the others got Abort
 //   kExitRegistration  not every rank registered within register_timeout_ms
-//   kExitInterrupted   *stop became true: the workers got Abort; or
-//                      *checkpoint_and_stop became true and the checkpoint
-//                      it ordered was committed (then the workers got Abort)
+//   kExitInterrupted   *stop became true: the workers got Abort
+//   kExitPreempted     *checkpoint_and_stop became true and the checkpoint it
+//                      ordered was committed (then the workers got Abort with
+//                      preempted set), or it came before every rank registered
 //   kExitError         the ledger or the corpus failed: the workers got Abort
 // Authentication: Bind() starts an Authenticator (ZAP handler and connection
 // monitor, coordinator/authenticator.h) on the server's context before the
@@ -65,8 +66,10 @@ struct ServerOptions {
   int linger_ms = 2000;                     // to flush the final Done / Abort
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: Abort the workers and return
   // Set by a signal handler (SIGUSR1: preemption, a time limit): order a
-  // checkpoint at the next step boundary, hold dispatch there, and once it is
-  // committed Abort the workers and return kExitInterrupted. Null: never.
+  // checkpoint at the next step boundary the ranks agree on (at most the
+  // step after the one running when they learn of it, not after the
+  // prefetched batches), and once it is committed Abort the workers and
+  // return kExitPreempted. Null: never.
   const std::atomic<bool>* checkpoint_and_stop = nullptr;
   // Commits checkpoints from the workers' shard reports; the run is complete
   // only once the checkpoint after the last step is committed. Null: no
@@ -149,7 +152,7 @@ class Server {
   // code when the run must end, or -1.
   int CheckRunState(int64_t now_ms);
   // *checkpoint_and_stop is set: orders the checkpoint (once), then returns
-  // kExitInterrupted when it is committed, or -1 while waiting.
+  // kExitPreempted when it is committed, or -1 while waiting.
   int CheckpointAndStop();
   void MaybeLogProgress(int64_t now_ms, bool force);
 
@@ -168,7 +171,10 @@ class Server {
   std::vector<RankStream> streams_;
   Status fatal_;  // set when the ledger or a build fails
   ServerStats stats_;
-  uint64_t stop_at_step_ = 0;  // checkpoint ordered for preemption at this step; no batch of it or later is sent (0: none)
+  // A checkpoint ordered for preemption: the ranks take it at a step in
+  // [preempt_first_step_, stop_at_step_]; no batch of stop_at_step_ or later
+  // is sent (0: none ordered).
+  uint64_t stop_at_step_ = 0, preempt_first_step_ = 0;
   int64_t start_ms_ = 0, last_heartbeat_ms_ = 0, last_progress_ms_ = 0;
   uint64_t last_progress_samples_ = 0, last_progress_bytes_ = 0, last_progress_cursor_ = 0;
 };

@@ -313,7 +313,10 @@ void StatusBoard::WriteMetricsLine(uint64_t steps_done, int64_t now_ms) {
 }
 
 std::string StatusBoard::State() const {
-  if (exit_code_) return *exit_code_ == kExitOk ? "done" : "failed";
+  if (exit_code_) {
+    // Preempted: a checkpoint is committed and the run resumes from it.
+    return *exit_code_ == kExitOk ? "done" : *exit_code_ == kExitPreempted ? "preempted" : "failed";
+  }
   if (!options_.resumed_from.empty() && cursor_ <= options_.start_step) return "recovering";
   for (const Worker& worker : workers_) {
     if (!worker.registered) return "starting";
@@ -334,7 +337,7 @@ std::string StatusBoard::State() const {
 std::string StatusBoard::WorkerState(const Worker& worker, int64_t now_ms) const {
   if (!worker.registered) return "waiting";
   if (worker.declared_dead) return "dead";
-  if (exit_code_) return *exit_code_ == kExitOk ? "done" : "aborted";
+  if (exit_code_) return *exit_code_ == kExitOk ? "done" : *exit_code_ == kExitPreempted ? "stopped" : "aborted";
   const int64_t silent_ms = now_ms - worker.last_seen_ms;
   if (silent_ms > options_.heartbeat_timeout_ms) return "dead";
   if (silent_ms > 2 * options_.heartbeat_interval_ms) return "late";
@@ -391,7 +394,13 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
     const double per_step_s = recent_.size() >= 2 ? static_cast<double>(last.completed_ms - recent_.front().completed_ms) /
                                                         1e3 / static_cast<double>(recent_.size() - 1)
                                                   : *step_time_s;
-    eta_s = exit_code_ ? 0.0 : per_step_s * static_cast<double>(options_.total_steps - cursor_);
+    // None once the run has ended: 0 only when it is done, unknown when it
+    // stopped early (a preempted run's time to go depends on its restart).
+    if (!exit_code_) {
+      eta_s = per_step_s * static_cast<double>(options_.total_steps - cursor_);
+    } else if (*exit_code_ == kExitOk) {
+      eta_s = 0.0;
+    }
   }
   const uint64_t epoch = recent_.empty() && !epochs_.empty() ? epochs_.begin()->second : epoch_;
   Json workers = Json::array(), stragglers = Json::array();

@@ -68,8 +68,8 @@ constexpr Family kWorkerFamilies[] = {
      "slowness", 1},
 };
 
-constexpr const char* kRunStates[] = {"starting", "recovering", "running", "checkpointing", "done", "failed"};
-constexpr const char* kWorkerStates[] = {"waiting", "alive", "late", "dead", "aborted", "done"};
+constexpr const char* kRunStates[] = {"starting", "recovering", "running", "checkpointing", "done", "preempted", "failed"};
+constexpr const char* kWorkerStates[] = {"waiting", "alive", "late", "dead", "aborted", "stopped", "done"};
 
 std::string Escape(const std::string& value) {
   std::string out;

@@ -9,6 +9,8 @@
 #include <deque>
 #include <filesystem>
 #include <future>
+#include <set>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
@@ -32,9 +34,17 @@ struct RawBatch {
 struct EncodedBatch {
   std::vector<std::string> values;  // EncodeDocument() of each non-empty document
   uint64_t sentences = 0, tokens = 0, unk_tokens = 0, invalid_utf8_bytes = 0, empty = 0;
+  // Documents that lost invalid UTF-8 bytes: (origin "FILE:LINE", bytes),
+  // the first of each file in this batch; named in the log.
+  std::vector<std::pair<std::string, uint64_t>> invalid_utf8_at;
   ReaderPosition end_position;
   ReaderStats reader_stats;
 };
+
+constexpr size_t kInvalidUtf8FilesNamed = 20;  // files named in the log; the rest are counted
+
+// The file of an origin "FILE:LINE".
+std::string FileOf(const std::string& origin) { return origin.substr(0, origin.rfind(':')); }
 
 // Running totals; persisted in the progress record so a resumed run adds to them.
 struct Totals {
@@ -94,10 +104,15 @@ EncodedBatch EncodeBatch(const FullTokenizer& tokenizer, RawBatch batch, int32_t
   for (const SourceDocument& source : batch.docs) {
     doc.token_ids.clear();
     doc.sentence_ends.clear();
+    const uint64_t invalid_before = token_stats.invalid_utf8_bytes;
     if (source.presplit) {
       for (const std::string& line : source.lines) add_sentence(line);
     } else {
       for (std::string_view sentence : SplitSentences(source.text)) add_sentence(sentence);
+    }
+    if (token_stats.invalid_utf8_bytes > invalid_before &&
+        (out.invalid_utf8_at.empty() || FileOf(out.invalid_utf8_at.back().first) != FileOf(source.origin))) {
+      out.invalid_utf8_at.emplace_back(source.origin, token_stats.invalid_utf8_bytes - invalid_before);
     }
     if (doc.sentence_ends.empty()) {
       ++out.empty;
@@ -315,6 +330,16 @@ class Ingestor {
     totals_.unk_tokens += encoded.unk_tokens;
     totals_.invalid_utf8_bytes += encoded.invalid_utf8_bytes;
     totals_.empty += encoded.empty;
+    for (const auto& [origin, bytes] : encoded.invalid_utf8_at) {
+      // Each file once (its first document with such bytes); all are counted.
+      if (!invalid_utf8_files_.insert(FileOf(origin)).second) continue;
+      if (invalid_utf8_files_.size() <= kInvalidUtf8FilesNamed) {
+        LOG(WARNING) << "[prepare] " << origin << ": " << bytes
+                     << " invalid UTF-8 byte(s) dropped (the first document of this file with any; all are counted)";
+      } else if (invalid_utf8_files_.size() == kInvalidUtf8FilesNamed + 1) {
+        LOG(WARNING) << "[prepare] more files with invalid UTF-8 bytes: counted, not named";
+      }
+    }
     current_reader_ = encoded.reader_stats;
     Totals persisted = totals_;
     persisted.reader = AddStats(totals_.reader, encoded.reader_stats);
@@ -383,6 +408,7 @@ class Ingestor {
   std::string fingerprint_;
   CorpusMeta meta_;
   Totals totals_;
+  std::set<std::string> invalid_utf8_files_;  // files named for invalid UTF-8 bytes (this process)
   ReaderStats current_reader_;  // reader counters at the last written batch
   IngestReport report_;
   Clock::time_point start_;

@@ -80,6 +80,7 @@ struct DocumentReader::Impl {
   ReaderOptions options;
   ReaderStats stats;
   int warnings_printed = 0;
+  uint64_t invalid_utf8_warned_file_ = UINT64_MAX;  // the file index last warned about invalid UTF-8
 
   // The open file (gzopen reads plain files transparently).
   gzFile gz = nullptr;
@@ -208,7 +209,14 @@ struct DocumentReader::Impl {
         continue;
       }
       if (IsBlank(line)) continue;
-      stats.invalid_utf8_bytes += DropInvalidUtf8(&line);
+      const uint64_t dropped = DropInvalidUtf8(&line);
+      stats.invalid_utf8_bytes += dropped;
+      if (dropped > 0 && invalid_utf8_warned_file_ != file_index) {  // each file once; all are counted
+        invalid_utf8_warned_file_ = file_index;
+        Warn(Where(line_number), std::to_string(dropped) +
+                                     " invalid UTF-8 byte(s) dropped (the first line of this file with any; all are "
+                                     "counted)");
+      }
       nlohmann::json value = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (value.is_discarded() || !value.is_object()) {
         ++stats.invalid_json_lines;

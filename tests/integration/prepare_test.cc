@@ -211,9 +211,26 @@ TEST_F(PrepareTest, BadInputIsReportedWithFileAndLineCountedAndSkipped) {
   EXPECT_NE(r.output.find("missing.txt: no such file"), std::string::npos);
   EXPECT_NE(r.output.find("skipped: 1 JSONL lines were not valid JSON"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("skipped: 1 invalid UTF-8 bytes"), std::string::npos) << r.output;
+  // The file (and line) where bytes were dropped is named, as for binary files.
+  EXPECT_NE(r.output.find(in + "/a.jsonl:5: 1 invalid UTF-8 byte(s) dropped"), std::string::npos) << r.output;
   nlohmann::json stats = Stats(work_ / "db");
   EXPECT_EQ(stats["documents"], 2);
   EXPECT_EQ(stats["sentences"], 4);
+}
+
+// Invalid UTF-8 in plain text (dropped by the tokenizer, not the reader):
+// each file with such bytes is named once, with the document's line.
+TEST_F(PrepareTest, InvalidUtf8InTextFilesNamesEachFileOnce) {
+  const std::string in = work_ / "in";
+  fs::create_directories(in);
+  WriteText(in + "/clean.txt", "Nothing wrong here.\n\nOr here.\n");
+  WriteText(in + "/bad.txt", "A first document.\n\nA second one with \xff\xfe two bad bytes.\n\nAnd \xc3 one more.\n");
+  CommandResult r = Prepare(in, work_ / "db", "--format lines");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(in + "/bad.txt:3: 2 invalid UTF-8 byte(s) dropped"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("bad.txt:5:"), std::string::npos) << "each file once\n" << r.output;
+  EXPECT_EQ(r.output.find("clean.txt:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 invalid UTF-8 bytes were dropped"), std::string::npos) << r.output;
 }
 
 TEST_F(PrepareTest, LinesAndJsonlFormatsGiveTheSameCorpusAsExpected) {

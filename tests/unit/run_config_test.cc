@@ -23,13 +23,24 @@ TEST(RunConfigTest, MinimalConfigGetsDefaultsAndResolvedPaths) {
   EXPECT_EQ(c->model, "/cfg/models/bert-tiny.json");
   EXPECT_EQ(c->vocab, "/cfg/vocab.txt");
   EXPECT_EQ(c->data.db, (std::vector<std::string>{"/cfg/corpus/a", "/abs/b"}));
-  EXPECT_EQ(c->run_dir, "runs/default");
+  EXPECT_EQ(c->run_dir, (std::filesystem::current_path() / "runs/default").string());
   EXPECT_EQ(c->data.max_seq_len, 128);
   EXPECT_EQ(c->train.optimizer, "adamw");
   EXPECT_EQ(c->train.device, "auto");
   EXPECT_EQ(c->train.precision, "fp32");
   EXPECT_FALSE(c->train.tf32);
   EXPECT_FALSE(c->train.activation_checkpointing);
+}
+
+// A relative run_dir follows the rule of the other paths in the file
+// (relative to its directory), not the current directory.
+TEST(RunConfigTest, ARelativeRunDirIsRelativeToTheConfigFileLikeEveryPath) {
+  Result<RunConfig> c = Parse(std::string(kMinimal) + "run_dir: ../runs/mine\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->run_dir, "/runs/mine");
+  c = Parse(std::string(kMinimal) + "run_dir: /abs/run\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->run_dir, "/abs/run");
 }
 
 TEST(RunConfigTest, ResolvedYamlRoundTrips) {

@@ -312,8 +312,13 @@ class DistributedLoop {
                         metrics.nsp_accuracy * static_cast<double>(metrics.num_sequences),
                         static_cast<double>(metrics.num_tokens), flops, static_cast<double>(metrics.num_sequences)};
       BERT_RETURN_IF_ERROR(comm_->AllReduce(sums, 6, CommDataType::kFloat64, CommReduceOp::kSum));
-      double slowest_wait = wait_seconds;
-      BERT_RETURN_IF_ERROR(comm_->AllReduce(&slowest_wait, 1, CommDataType::kFloat64, CommReduceOp::kMax));
+      // With the slowest wait, the newest checkpoint order (preemption) any
+      // rank has: the ranks learn of it at different times, and take it
+      // together at this step boundary. (Step numbers are exact in a double.)
+      double maxima[2] = {wait_seconds, static_cast<double>(client_->PendingCheckpointRequest())};
+      BERT_RETURN_IF_ERROR(comm_->AllReduce(maxima, 2, CommDataType::kFloat64, CommReduceOp::kMax));
+      const double slowest_wait = maxima[0];
+      const uint64_t ordered = static_cast<uint64_t>(maxima[1]);
       const double step_seconds = SecondsSince(step_start);
       // The step's figures (all ranks) ride on the Ack of its last micro-batch.
       StepFigures figures;
@@ -355,14 +360,17 @@ class DistributedLoop {
       if (last || (options_.checksum_every > 0 && (step + 1) % static_cast<uint64_t>(options_.checksum_every) == 0)) {
         BERT_RETURN_IF_ERROR(CheckParametersAgree(step + 1, &outcome->final_checksum));
       }
-      // An out-of-schedule checkpoint the coordinator ordered (preemption).
-      // It names a step no rank had begun when the order was sent, so every
-      // rank sees it at the same step boundary.
-      const uint64_t requested = client_->TakeCheckpointRequest(step + 1);
-      if (requested != 0 && requested != step + 1) {
-        LOG(WARNING) << tag_ << " checkpoint ordered for step " << requested << " arrived after it; ignored";
+      // An out-of-schedule checkpoint the coordinator ordered (preemption),
+      // taken once; an order that reaches this rank after the others took
+      // it is the same order, and cleared.
+      const bool preemption = ordered > handled_checkpoint_order_;
+      if (preemption) {
+        handled_checkpoint_order_ = ordered;
+        LOG(WARNING) << tag_ << " checkpoint ordered by the coordinator (preemption): taking it after step " << step + 1;
       }
-      if (IsCheckpointStep(step + 1) || requested == step + 1) {
+      const uint64_t pending = client_->PendingCheckpointRequest();
+      if (pending != 0 && pending <= handled_checkpoint_order_) client_->ClearCheckpointRequest(pending);
+      if (IsCheckpointStep(step + 1) || preemption) {
         const nlohmann::json state =
             comm_->rank() == 0 ? ModelStateJson(model_->parameters(), trainer_->optimizer(),
                                                 trainer_->options().schedule, config_.train.init_seed)
@@ -429,6 +437,7 @@ class DistributedLoop {
   RunInfo run_;
   std::vector<size_t> parts_;  // ShardRanges(N, W) sizes: the ZeRO-1 parts of the flat buffers
   double peak_gflops_ = 0;  // GEMM peak (the run's precision) of all ranks together (for MFU)
+  uint64_t handled_checkpoint_order_ = 0;  // the newest preemption checkpoint order taken (its bound step)
 };
 
 }  // namespace

@@ -8,7 +8,10 @@
 // and can require a bearer token.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <xxhash.h>
 
@@ -28,6 +31,12 @@ std::string Envelope(const proto::Register& request) {
   proto::Envelope envelope = MakeEnvelope();
   *envelope.mutable_registration() = request;
   return envelope.SerializeAsString();
+}
+
+int CountOf(const std::string& text, const std::string& part) {
+  int count = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
+  return count;
 }
 
 unsigned Mode(const std::string& path) {
@@ -136,6 +145,54 @@ TEST_F(SecurityTest, TheServerKeyWithAnotherClientKeyIsRefusedNamingThePeer) {
   EXPECT_NE(log.find("refused a CURVE client from 127.0.0.1: public key " + KeyTag(other->public_z85)),
             std::string::npos)
       << log;
+}
+
+// Bytes that are not ZeroMQ at all (random bytes, an HTTP request, 0xff and
+// garbage) from a peer that keeps its connection open: each is counted as a
+// failed handshake as soon as libzmq drops the connection (not at the
+// handshake timeout). The refusal of a ZeroMQ client without CURVE names
+// the peer's address, not the coordinator's. (libzmq drops raw bytes
+// before the monitor can read their peer's address; those lines say so.)
+TEST_F(SecurityTest, BytesThatAreNotZeroMqAreCountedAtOnceNamingThePeer) {
+  auto coordinator = StartCoordinator(WriteConfig(20), "coordinator.log");
+  WaitUntilServing(*coordinator);
+  const int port = std::stoi(endpoint_.substr(endpoint_.rfind(':') + 1));
+  std::mt19937_64 rng(11);
+  std::string random_bytes(64, '\0');
+  for (char& c : random_bytes) c = static_cast<char>(rng());
+  random_bytes[0] = 0x01;  // not 0xff: libzmq takes it for the ZMTP 1.0 that CURVE refuses
+  const std::vector<std::string> payloads = {random_bytes, "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                             "\xff" + std::string(63, 'z')};
+  uint64_t counted = 0;
+  for (const std::string& payload : payloads) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    ASSERT_EQ(::send(fd, payload.data(), payload.size(), 0), static_cast<ssize_t>(payload.size()));
+    Json security;
+    // Within 3 s; libzmq's handshake timeout is 30 s.
+    EXPECT_TRUE(WaitFor([&] { return (security = Security()).value("handshake_failed", uint64_t{0}) > counted; }, 3000))
+        << "not counted: " << ::testing::PrintToString(payload) << "\n" << security.dump() << ReadLog(*coordinator);
+    counted = security.value("handshake_failed", counted);
+    ::close(fd);
+  }
+  // A ZeroMQ client without CURVE: refused in the handshake, the peer named
+  // (its port, not the coordinator's).
+  GarbageClient plain(endpoint_);
+  EXPECT_EQ(plain.Register(ValidRegister(0), 1500), "no reply");
+  Json security;
+  EXPECT_TRUE(WaitFor([&] { return (security = Security()).value("handshake_failed", uint64_t{0}) > counted; }, 3000))
+      << security.dump();
+  const std::string log = ReadLog(*coordinator);
+  EXPECT_EQ(log.find("a connection from " + endpoint_.substr(6)), std::string::npos)
+      << "names the coordinator's own address\n" << log;
+  EXPECT_TRUE(WaitFor([&] { return ReadLog(*coordinator).find("a connection from 127.0.0.1:") != std::string::npos; },
+                      3000))
+      << ReadLog(*coordinator);
+  EXPECT_EQ(CountOf(ReadLog(*coordinator), "closed before completing a ZeroMQ handshake"), 3) << ReadLog(*coordinator);
 }
 
 // A worker that holds the run's worker key but another server key (it
@@ -296,7 +353,8 @@ TEST_F(SecurityTest, AFloodOfGarbageDoesNotDisturbTheRun) {
   ASSERT_TRUE(status_text.ok());
   const Json final_security = Json::parse(*status_text)["security"];
   EXPECT_EQ(final_security["rejects_total"], kInsiderMessages) << final_security.dump();
-  EXPECT_GE(final_security["handshake_failed"].get<uint64_t>(), uint64_t{kOutsiderConnections})
+  // Every outsider: the ZeroMQ ones without CURVE and the raw bytes.
+  EXPECT_GE(final_security["handshake_failed"].get<uint64_t>(), uint64_t{kOutsiderConnections + kRawConnections})
       << final_security.dump();
   EXPECT_GE(final_security["connections_accepted"].get<uint64_t>(),
             uint64_t{kOutsiderConnections + kRawConnections + 3});
@@ -368,11 +426,19 @@ TEST_F(SecurityTest, KeyFilesArePrivateAndReusedOnResume) {
   second->Signal(SIGTERM);
   EXPECT_EQ(second->Wait(10000), kExitInterrupted);
 
-  // A secret others can read is refused, naming the file.
+  // A secret others can read is refused, naming the file, before the run
+  // is touched: the ledger keeps its sessions, and no status is written.
+  const std::vector<Json> before = DumpLedger();
+  ASSERT_FALSE(before.empty());
+  fs::remove(RunDir() + "/coordinator/status.json");
   fs::permissions(KeysDir() + "/worker.secret", fs::perms::group_read | fs::perms::others_read, fs::perm_options::add);
   auto third = StartCoordinator(config, "coordinator-3.log");
   EXPECT_EQ(third->Wait(30000), kExitUsage);
   EXPECT_NE(ReadLog(*third).find("keys/worker.secret: mode 0644"), std::string::npos) << ReadLog(*third);
+  const std::vector<Json> after = DumpLedger();
+  ASSERT_FALSE(after.empty());
+  EXPECT_EQ(after[0].dump(), before[0].dump()) << "the refused start changed the ledger's meta (its session)";
+  EXPECT_FALSE(fs::exists(RunDir() + "/coordinator/status.json"));
 }
 
 // Without authentication only when asked for, on both sides, with a warning.

@@ -176,11 +176,12 @@ TEST_F(SlurmTest, Usr1CheckpointsRequeuesAndResumesBitIdentical) {
   const std::string log = JobLog(job, "preempted");
   EXPECT_TRUE(Contains(log, "USR1: checkpoint and stop")) << log;
   EXPECT_TRUE(Contains(log, "requeueing job " + job)) << log;
+  EXPECT_TRUE(Contains(log, "preempted (SIGUSR1)")) << log;  // bertctl exited 8, not as a failure
   EXPECT_TRUE(Contains(log, "run complete")) << log;
   // The coordinator checkpointed out of schedule (every_steps 0) and the
   // requeued job resumed from that checkpoint.
   const std::string coordinator = ReadText(RunDirOf("preempted") + "/coordinator/coordinator.log");
-  EXPECT_TRUE(Contains(coordinator, "checkpoint-and-stop (SIGUSR1): ordered a checkpoint at step")) << coordinator;
+  EXPECT_TRUE(Contains(coordinator, "checkpoint-and-stop (SIGUSR1): ordered a checkpoint at the next step boundary")) << coordinator;
   EXPECT_TRUE(Contains(coordinator, "resuming from step-")) << coordinator;
   EXPECT_FALSE(Contains(coordinator, "resuming from step-000040")) << "the signal came after the run: " << coordinator;
   EXPECT_GE(signalled_at, 3);

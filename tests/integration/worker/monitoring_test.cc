@@ -356,8 +356,10 @@ TEST_F(MonitoringTest, AKilledWorkerShowsDeadWithinTheHeartbeatTimeout) {
   EXPECT_EQ(saved["workers"][1]["state"], "dead");
   const CommandResult cli = RunCommand(Bertctl() + " status " + (work_ / "dead"));
   EXPECT_EQ(cli.exit_code, 3) << cli.output;
-  EXPECT_NE(cli.output.find("failed (last known)"), std::string::npos) << cli.output;
-  EXPECT_NE(cli.output.find("coordinator unreachable"), std::string::npos) << cli.output;
+  // An ended run reads as ended, not as a connection problem.
+  EXPECT_NE(cli.output.find("run dead | failed | step"), std::string::npos) << cli.output;
+  EXPECT_NE(cli.output.find("the run has ended and its coordinator has exited"), std::string::npos) << cli.output;
+  EXPECT_EQ(cli.output.find("unreachable"), std::string::npos) << cli.output;
   EXPECT_NE(cli.output.find(" dead "), std::string::npos) << cli.output;
 }
 
@@ -385,11 +387,13 @@ TEST_F(MonitoringTest, BertctlStatusOnALiveAFinishedAndAnUnreachableRun) {
   CommandResult done = RunCommand(Bertctl() + " status " + (work_ / "cli"));
   EXPECT_EQ(done.exit_code, 0) << done.output;
   for (const std::string& expected :
-       {std::string("run cli | done (last known) | step 8/8 (100.0%)"), std::string("checkpoint step-000008"),
-        std::string("coordinator unreachable"), std::string("coordinator/status.json"), std::string("rank"),
+       {std::string("run cli | done | step 8/8 (100.0%)"), std::string("checkpoint step-000008"),
+        std::string("the run has ended and its coordinator has exited"), std::string("coordinator/status.json"),
+        std::string("rank"),
         std::string("straggler"), Hostname()}) {
     EXPECT_NE(done.output.find(expected), std::string::npos) << expected << "\n" << done.output;
   }
+  EXPECT_EQ(done.output.find("unreachable"), std::string::npos) << done.output;
   done = RunCommand(Bertctl() + " status " + (work_ / "cli") + " --json");
   const Json done_json = Json::parse(done.output, nullptr, false);
   ASSERT_TRUE(done_json.is_object()) << done.output;

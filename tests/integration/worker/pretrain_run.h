@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -99,8 +100,10 @@ class PretrainRunTest : public CoordinatorRunTest {
     fs::remove(work_ / (name + "/coordinator/http"), ignored);
     std::vector<std::string> coordinator_argv = {Coordinator(), "--config", config, "--world-size",
                                                  std::to_string(world), "--bind", "tcp://127.0.0.1:*",
-                                                 "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "3000",
-                                                 "--prefetch", "4"};
+                                                 "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "3000"};
+    if (std::find(coordinator_flags.begin(), coordinator_flags.end(), "--prefetch") == coordinator_flags.end()) {
+      coordinator_argv.insert(coordinator_argv.end(), {"--prefetch", "4"});
+    }
     coordinator_argv.insert(coordinator_argv.end(), coordinator_flags.begin(), coordinator_flags.end());
     run.coordinator = std::make_unique<Subprocess>(coordinator_argv, work_ / (name + "-coordinator.log"));
     std::vector<std::string> argv = {"/usr/bin/mpirun", "--allow-run-as-root", "-np", std::to_string(world),

@@ -5,8 +5,13 @@
 //     ends within float rounding of it;
 //   - with the newest checkpoint damaged, the restart falls back to the
 //     previous one, names the damaged file, and still ends bit-identical;
-//   - retention keeps the newest checkpoints only.
+//   - retention keeps the newest checkpoints only;
+//   - SIGUSR1 (preemption) checkpoints at the next step boundary, not after
+//     the prefetched batches; the run reads as preempted and resumes exactly.
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <iostream>
 
 #include "checkpoint/checkpoint.h"
 #include "integration/worker/pretrain_run.h"
@@ -59,6 +64,61 @@ TEST_F(ResumeTest, AKilledRunResumesBitIdenticalWithTheSameWorldSize) {
   const std::vector<Json> metrics = ReadJsonLines(work_ / "cut/metrics.jsonl");
   ASSERT_EQ(metrics.size(), kSteps);
   for (uint64_t i = 0; i < kSteps; ++i) EXPECT_EQ(metrics[i]["step"].get<uint64_t>(), i + 1);
+}
+
+// SIGUSR1 to the coordinator (what bertctl and the sbatch script pass on):
+// the ranks agree on the next step boundary in the step's all-reduce, so the
+// checkpoint lands within a step of the signal although 16 batches per rank
+// are prefetched (the old bound, after them, is `B`). The run ends with
+// kExitPreempted, reads as preempted (not failed), and the same command
+// resumes it bit-identical to an uninterrupted run.
+TEST_F(ResumeTest, APreemptedRunCheckpointsAtTheNextBoundaryAndResumesBitIdentical) {
+  constexpr uint64_t kLong = 120;
+  const std::vector<float> reference = Train("ref", 2, kMicroBatch, kLong);
+  ASSERT_FALSE(reference.empty());
+  const std::string config = WriteRun("preempted", kMicroBatch, kLong);
+  const std::vector<std::string> prefetch = {"--prefetch", "16", "--http-bind", "127.0.0.1:0"};
+  Run run = Start("preempted", config, 2, Flags("preempted"), prefetch);
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonLines(work_ / "preempted/metrics.jsonl").size() >= 5; }, 120000))
+      << ReadLog(*run.workers) << ReadLog(*run.coordinator);
+  run.coordinator->Signal(SIGUSR1);
+  EXPECT_EQ(run.coordinator->Wait(60000), static_cast<int>(kExitPreempted)) << ReadLog(*run.coordinator);
+  EXPECT_EQ(run.workers->Wait(20000), static_cast<int>(kExitPreempted)) << ReadLog(*run.workers);
+  const std::string log = ReadLog(*run.coordinator);
+  const std::string ordered = "ordered a checkpoint at the next step boundary (step ";
+  const size_t at = log.find(ordered);
+  ASSERT_NE(at, std::string::npos) << log;
+  uint64_t first = 0, bound = 0;
+  ASSERT_EQ(std::sscanf(log.c_str() + at + ordered.size(), "%lu to %lu", &first, &bound), 2) << log;
+  const uint64_t taken = LatestStep("preempted");
+  EXPECT_GE(taken, first) << log;
+  EXPECT_LE(taken, first + 2) << "the checkpoint came after the prefetched batches\n" << log;
+  EXPECT_GE(bound, first + 6) << "16 prefetched batches (2 per step) put the old bound further out\n" << log;
+  ASSERT_LT(taken, kLong) << "the run ended before the signal";
+  std::cerr << "[preemption] checkpoint at step " << taken << "; the ranks could take it from step " << first
+            << "; the bound after the prefetched batches was step " << bound << "\n";
+  // What operators see: preempted, not failed; workers stopped, not aborted.
+  const Json saved = Json::parse(*ReadFile(work_ / "preempted/coordinator/status.json"));
+  EXPECT_EQ(saved["state"], "preempted") << saved.dump();
+  EXPECT_EQ(saved["exit_code"], kExitPreempted);
+  EXPECT_EQ(saved["workers"][0]["state"], "stopped");
+  EXPECT_TRUE(saved["eta_s"].is_null()) << saved.dump();
+  const CommandResult shown = RunCommand(Bertctl() + " status " + (work_ / "preempted"));
+  EXPECT_EQ(shown.exit_code, 4) << shown.output;
+  EXPECT_NE(shown.output.find("run preempted | preempted | step"), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("preempted: checkpoint-and-stop (SIGUSR1): checkpoint of step " +
+                              std::to_string(taken) + " committed"),
+            std::string::npos)
+      << shown.output;
+  EXPECT_EQ(shown.output.find("unreachable"), std::string::npos) << shown.output;
+  EXPECT_EQ(shown.output.find("ETA 0s"), std::string::npos) << shown.output;
+
+  const std::vector<float> resumed = Finish(Start("preempted", config, 2, Flags("preempted"), prefetch), "preempted");
+  ASSERT_EQ(resumed.size(), reference.size());
+  EXPECT_EQ(std::memcmp(resumed.data(), reference.data(), reference.size() * sizeof(float)), 0)
+      << "resumed from step " << taken;
+  EXPECT_NE(ReadFile(work_ / "preempted-coordinator.log")->find("resuming from " + CheckpointName(taken)),
+            std::string::npos);
 }
 
 TEST_F(ResumeTest, AResumeWithAnotherWorldSizeFollowsTheSameBatches) {

@@ -100,6 +100,31 @@ TEST(StatusBoardTest, StatesFollowRegistrationStepsCheckpointsAndTheEnd) {
   EXPECT_DOUBLE_EQ(status["elapsed_s"].get<double>(), 5.0) << "time stops at the end";
 }
 
+// A clean preemption (SIGUSR1: checkpoint committed, the run resumes from
+// it) is not a failure: its own state in /status and /metrics, workers
+// stopped (not aborted), and no ETA of 0 s.
+TEST(StatusBoardTest, APreemptedRunIsPreemptedNotFailed) {
+  StatusBoard board(Options(), 0);
+  board.OnRegister(Info(0), 0);
+  board.OnRegister(Info(1), 0);
+  for (uint64_t step = 0; step < 5; ++step) AckStep(board, step, 100 * (step + 1));
+  EXPECT_TRUE(board.Snapshot(500)["eta_s"].is_number());
+  board.OnShardReported(5);
+  board.OnCheckpointCommitted(5, "step-000005");
+  board.OnFinish(kExitPreempted, "checkpoint-and-stop (SIGUSR1): checkpoint of step 5 committed", -1, 600);
+  const Json status = board.Snapshot(900);
+  EXPECT_EQ(status["state"], "preempted");
+  EXPECT_EQ(status["exit_code"], kExitPreempted);
+  EXPECT_EQ(status["workers"][0]["state"], "stopped");
+  EXPECT_EQ(status["workers"][1]["state"], "stopped");
+  EXPECT_TRUE(status["eta_s"].is_null()) << status.dump();
+  EXPECT_EQ(status["last_checkpoint"], "step-000005");
+  const std::string text = PrometheusText(status);
+  EXPECT_NE(text.find("bert_run_state{run=\"board\",state=\"preempted\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("bert_run_state{run=\"board\",state=\"failed\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("state=\"stopped\"} 1"), std::string::npos) << text;
+}
+
 TEST(StatusBoardTest, AResumedRunIsRecoveringUntilItsFirstStep) {
   StatusBoardOptions options = Options();
   options.start_step = 4;
