@@ -144,8 +144,7 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   // Without run_dir the run goes to runs/NAME under the current directory
   // (as bertctl pretrain --name NAME does).
   // (absolute, so that the resolved YAML reads back the same anywhere).
-  c.run_dir = c.run_dir.empty() ? (fs::current_path() / "runs" / c.name).lexically_normal().string()
-                                : Resolve(base_dir, c.run_dir);
+  c.run_dir = c.run_dir.empty() ? (fs::current_path() / "runs").string() + "/" + c.name : Resolve(base_dir, c.run_dir);
   c.model = Resolve(base_dir, c.model);
   c.vocab = Resolve(base_dir, c.vocab);
   for (std::string& db : c.data.db) db = Resolve(base_dir, db);
