@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -159,14 +160,34 @@ Result<RunConfig> LoadRunConfig(const std::string& path) {
   return ParseRunConfig(*text, path, fs::path(path).parent_path().string());
 }
 
+namespace {
+
+// A string that reads back the same: double-quoted (escaped) when it holds
+// control bytes, which a plain scalar would lose (a trailing CR;
+// run_config_fuzz).
+struct Quoted {
+  const std::string& text;
+};
+YAML::Emitter& operator<<(YAML::Emitter& out, const Quoted& value) {
+  const bool control = std::any_of(value.text.begin(), value.text.end(),
+                                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  if (control) out << YAML::DoubleQuoted;
+  return out << value.text;
+}
+
+}  // namespace
+
 std::string RunConfig::ToYaml() const {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value << name << YAML::Key << "run_dir" << YAML::Value << run_dir;
-  out << YAML::Key << "model" << YAML::Value << model << YAML::Key << "vocab" << YAML::Value << vocab;
+  out << YAML::Key << "name" << YAML::Value << Quoted{name} << YAML::Key << "run_dir" << YAML::Value
+      << Quoted{run_dir};
+  out << YAML::Key << "model" << YAML::Value << Quoted{model} << YAML::Key << "vocab" << YAML::Value << Quoted{vocab};
   out << YAML::Key << "lower_case" << YAML::Value << lower_case;
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "db" << YAML::Value << data.db;
+  out << YAML::Key << "db" << YAML::Value << YAML::BeginSeq;
+  for (const std::string& db : data.db) out << Quoted{db};
+  out << YAML::EndSeq;
   out << YAML::Key << "seed" << YAML::Value << data.seed;
   out << YAML::Key << "max_seq_len" << YAML::Value << data.max_seq_len;
   out << YAML::Key << "max_predictions" << YAML::Value << data.max_predictions;

@@ -56,5 +56,18 @@ TEST(FuzzRegressionTest, RunConfigBadEnumValueWithANewlineStaysOneLine) {
   EXPECT_EQ(config.status().message().find('\n'), std::string::npos) << config.status().message();
 }
 
+// run_config_fuzz: a data.db path ending in CRs lost one in ToYaml ->
+// ParseRunConfig (a plain scalar); strings with control bytes are quoted.
+TEST(FuzzRegressionTest, RunConfigPathWithTrailingCarriageReturnsRoundTrips) {
+  Result<RunConfig> config =
+      ParseRunConfig("model: m.json\ndata:\n  db: \"/x/corpus\\r\\r\\r\"\n", "run.yaml", "/cfg");
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  ASSERT_EQ(config->data.db, std::vector<std::string>{"/x/corpus\r\r\r"});
+  Result<RunConfig> again = ParseRunConfig(config->ToYaml(), "resolved.yaml", "/cfg");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->data.db, config->data.db);
+  EXPECT_EQ(again->ToYaml(), config->ToYaml());
+}
+
 }  // namespace
 }  // namespace bert
