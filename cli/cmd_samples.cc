@@ -33,11 +33,15 @@ struct SamplesArgs {
   uint32_t batch_size = 256;      // binary: samples per batch
   uint32_t pad_to_multiple = 1;   // binary: length bucketing
   uint64_t resident_mb = 8192;    // keep token ids in memory up to this size
+  std::string objective = "mlm_nsp";
 };
 
 constexpr uint64_t kChunkSamples = 1 << 16;  // samples generated between writes
 
-Status ValidateArgs(const SamplesArgs& args) {
+Status ValidateArgs(SamplesArgs& args) {
+  Result<Objective> objective = ParseObjective(args.objective);
+  if (!objective.ok()) return Status::InvalidArgument("--objective: " + objective.status().message());
+  args.options.objective = *objective;
   BERT_RETURN_IF_ERROR(args.options.Validate());
   if (args.format != "jsonl" && args.format != "binary") {
     return Status::InvalidArgument("--format: must be jsonl or binary, got '" + args.format + "'");
@@ -214,6 +218,10 @@ std::function<int()> SetupSamples(CLI::App& app) {
   cmd->add_option("--masked-lm-prob", args->options.masking.masked_lm_prob, "Share of positions to mask")
       ->capture_default_str();
   cmd->add_flag("--wwm", args->options.masking.whole_word, "Whole-word masking (a word's ## pieces together)");
+  cmd->add_option("--objective", args->objective, "mlm_nsp, mlm (one segment) or mlm_sop (sentence order)")
+      ->capture_default_str();
+  cmd->add_flag("--packing", args->options.packing,
+                "Full-length windows across documents, joined by [SEP] (needs --objective mlm)");
   cmd->add_option("--format", args->format, "jsonl or binary")->capture_default_str();
   cmd->add_option("--output", args->output, "Output file ('-' = stdout); written whole or not at all")
       ->capture_default_str();

@@ -47,6 +47,10 @@ Status RunConfig::Validate() const {
       Check(d.masked_lm_prob > 0 && d.masked_lm_prob < 1, "data.masked_lm_prob", "must be in (0, 1)" + Got(d.masked_lm_prob)),
       Check(d.short_seq_prob >= 0 && d.short_seq_prob <= 1, "data.short_seq_prob",
             "must be in [0, 1]" + Got(d.short_seq_prob)),
+      Check(d.objective == "mlm_nsp" || d.objective == "mlm" || d.objective == "mlm_sop", "data.objective",
+            "must be mlm_nsp, mlm or mlm_sop, got " + d.objective),
+      Check(!d.packing || d.objective == "mlm", "data.packing",
+            "needs data.objective: mlm (a packed sample has no sentence pair), got " + d.objective),
       Check(t.global_batch_size >= 1, "train.global_batch_size", "must be >= 1" + Got(t.global_batch_size)),
       Check(t.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0 (0: global / world size)" + Got(t.micro_batch_size)),
       Check(t.steps >= 1, "train.steps", "must be >= 1" + Got(t.steps)),
@@ -111,6 +115,8 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   data.Get("masked_lm_prob", &c.data.masked_lm_prob);
   data.Get("short_seq_prob", &c.data.short_seq_prob);
   data.Get("whole_word_masking", &c.data.whole_word_masking);
+  data.Get("objective", &c.data.objective);
+  data.Get("packing", &c.data.packing);
   YamlSection train(top.Child("train"), "train.", &error);
   TrainConfig& t = c.train;
   train.Get("global_batch_size", &t.global_batch_size);
@@ -133,6 +139,8 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("precision", &t.precision);
   train.Get("tf32", &t.tf32);
   train.Get("activation_checkpointing", &t.activation_checkpointing);
+  train.Get("dropout", &t.dropout);
+  train.Get("init_from", &t.init_from);
   YamlSection log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
   YamlSection checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
@@ -148,6 +156,7 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   c.run_dir = c.run_dir.empty() ? (fs::current_path() / "runs").string() + "/" + c.name : Resolve(base_dir, c.run_dir);
   c.model = Resolve(base_dir, c.model);
   c.vocab = Resolve(base_dir, c.vocab);
+  c.train.init_from = Resolve(base_dir, c.train.init_from);
   for (std::string& db : c.data.db) db = Resolve(base_dir, db);
   Status valid = c.Validate();
   if (!valid.ok()) return Status::InvalidArgument(where + ": " + valid.message());
@@ -194,6 +203,8 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "masked_lm_prob" << YAML::Value << data.masked_lm_prob;
   out << YAML::Key << "short_seq_prob" << YAML::Value << data.short_seq_prob;
   out << YAML::Key << "whole_word_masking" << YAML::Value << data.whole_word_masking;
+  out << YAML::Key << "objective" << YAML::Value << Quoted{data.objective};
+  out << YAML::Key << "packing" << YAML::Value << data.packing;
   out << YAML::EndMap;
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "global_batch_size" << YAML::Value << train.global_batch_size;
@@ -216,6 +227,8 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "precision" << YAML::Value << train.precision;
   out << YAML::Key << "tf32" << YAML::Value << train.tf32;
   out << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing;
+  out << YAML::Key << "dropout" << YAML::Value << train.dropout;
+  out << YAML::Key << "init_from" << YAML::Value << Quoted{train.init_from};
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;

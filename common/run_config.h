@@ -27,6 +27,12 @@ struct DataConfig {
   double masked_lm_prob = 0.15;  // fraction of tokens masked
   double short_seq_prob = 0.1;   // chance of a shorter target length (reference: 0.1)
   bool whole_word_masking = false;
+  // Pretraining objective: mlm_nsp (BERT: masked LM + next-sentence prediction),
+  // mlm (masked LM only; one segment per sample) or mlm_sop (masked LM + ALBERT's
+  // sentence-order prediction).
+  std::string objective = "mlm_nsp";
+  bool packing = false;          // objective mlm only: samples are full max_seq_len windows of the corpus,
+                                 // documents joined by [SEP], no padding (datapipe/sample_plan.h)
 };
 
 struct TrainConfig {
@@ -51,6 +57,11 @@ struct TrainConfig {
   bool tf32 = false;               // fp32 GEMMs and convolutions in TF32 on CUDA (Ampere and later)
   bool activation_checkpointing = false;  // recompute each encoder layer in the backward pass:
                                           // less activation memory for about one more forward
+  bool dropout = true;             // false: no dropout while pretraining (the model config's rates are kept
+                                   // for export and fine-tuning)
+  std::string init_from;           // start from these weights instead of init_seed's: a run, checkpoint or
+                                   // HuggingFace directory with the same model shape and vocabulary
+                                   // (continued, domain-adaptive pretraining); the optimizer starts fresh
 };
 
 struct LogConfig {

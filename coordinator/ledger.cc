@@ -132,6 +132,8 @@ std::string LedgerMeta::ToJson() const {
                       {"masked_lm_prob", masked_lm_prob},
                       {"short_seq_prob", short_seq_prob},
                       {"whole_word_masking", whole_word_masking},
+                      {"objective", objective},
+                      {"packing", packing},
                       {"corpus_fingerprint", corpus_fingerprint},
                       {"world_size", world_size},
                       {"micro_batch_size", micro_batch_size},
@@ -152,6 +154,8 @@ Result<LedgerMeta> LedgerMeta::FromJson(std::string_view json, const std::string
     m.masked_lm_prob = j.at("masked_lm_prob").get<double>();
     m.short_seq_prob = j.at("short_seq_prob").get<double>();
     m.whole_word_masking = j.at("whole_word_masking").get<bool>();
+    m.objective = j.value("objective", std::string("mlm_nsp"));  // before the key existed
+    m.packing = j.value("packing", false);
     m.corpus_fingerprint = j.at("corpus_fingerprint").get<std::string>();
     m.world_size = j.at("world_size").get<uint32_t>();
     m.micro_batch_size = j.at("micro_batch_size").get<uint64_t>();
@@ -176,6 +180,7 @@ std::string LedgerMeta::PlanDifference(const LedgerMeta& now) const {
         differ("data.masked_lm_prob", masked_lm_prob, now.masked_lm_prob),
         differ("data.short_seq_prob", short_seq_prob, now.short_seq_prob),
         differ("data.whole_word_masking", whole_word_masking, now.whole_word_masking),
+        differ("data.objective", objective, now.objective), differ("data.packing", packing, now.packing),
         differ("data.db (corpus)", corpus_fingerprint, now.corpus_fingerprint)}) {
     if (!d.empty()) return d;
   }

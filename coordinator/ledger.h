@@ -60,6 +60,8 @@ struct LedgerMeta {
   double masked_lm_prob = 0;
   double short_seq_prob = 0;
   bool whole_word_masking = false;
+  std::string objective = "mlm_nsp";  // data.objective (older ledgers: mlm_nsp)
+  bool packing = false;               // data.packing (older ledgers: false)
   std::string corpus_fingerprint;  // vocabulary checksum and corpus size
   // Free to change between sessions (recorded for the dump).
   uint32_t world_size = 0;

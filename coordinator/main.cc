@@ -22,6 +22,7 @@
 #include "coordinator/server.h"
 #include "coordinator/status_board.h"
 #include "coordinator/status_http.h"
+#include "interop/pretrained.h"
 
 namespace {
 
@@ -60,6 +61,50 @@ int ExitCodeFor(const bert::Status& status) {
 int Fail(const bert::Status& status) {
   LOG(ERROR) << "[coord] " << status.message();
   return ExitCodeFor(status);
+}
+
+// A new run with train.init_from: the weights must fit the run's model and
+// the corpus's vocabulary, checked before any worker starts.
+bert::Status CheckInitFrom(const bert::RunConfig& config, const std::string& corpus_vocab_checksum) {
+  const std::string& path = config.train.init_from;
+  bert::Result<bert::PretrainedModel> init = bert::LoadPretrained(path, /*with_weights=*/false);
+  if (!init.ok()) return bert::Status::InvalidArgument("train.init_from: " + init.status().message());
+  if (init->vocab_checksum != corpus_vocab_checksum) {
+    return bert::Status::InvalidArgument(
+        "train.init_from: " + init->path + " was trained with another vocabulary (" +
+        std::to_string(init->vocab.size()) + " tokens, checksum " + init->vocab_checksum +
+        ") than the corpus's (checksum " + corpus_vocab_checksum + "); prepare the corpus with its vocab.txt");
+  }
+  if (init->do_lower_case != config.lower_case) {
+    return bert::Status::InvalidArgument("train.init_from: " + init->path + " is " +
+                                         (init->do_lower_case ? "uncased" : "cased") + " but lower_case is " +
+                                         (config.lower_case ? "true" : "false"));
+  }
+  bert::Result<std::string> model_text = bert::ReadFile(config.model);
+  if (!model_text.ok()) return model_text.status();
+  nlohmann::json model_json = nlohmann::json::parse(*model_text, nullptr, /*allow_exceptions=*/false);
+  bert::Result<bert::BertShapes> want = bert::BertShapesFromConfig(model_json, config.model);
+  if (!want.ok()) return want.status();
+  bert::Result<bert::BertShapes> have = bert::BertShapesFromConfig(init->config, init->path);
+  if (!have.ok()) return have.status();
+  const std::pair<const char*, std::pair<int64_t, int64_t>> keys[] = {
+      {"vocab_size", {want->vocab_size, have->vocab_size}},
+      {"hidden_size", {want->hidden_size, have->hidden_size}},
+      {"num_hidden_layers", {want->num_hidden_layers, have->num_hidden_layers}},
+      {"num_attention_heads", {want->num_attention_heads, have->num_attention_heads}},
+      {"intermediate_size", {want->intermediate_size, have->intermediate_size}},
+      {"max_position_embeddings", {want->max_position_embeddings, have->max_position_embeddings}},
+      {"type_vocab_size", {want->type_vocab_size, have->type_vocab_size}}};
+  for (const auto& [key, values] : keys) {
+    if (values.first != values.second) {
+      return bert::Status::InvalidArgument("train.init_from: " + init->path + " has " + key + " " +
+                                           std::to_string(values.second) + " but the run's model " + config.model +
+                                           " has " + std::to_string(values.first) +
+                                           " (set `model:` to the config it was trained with)");
+    }
+  }
+  LOG(INFO) << "[coord] a new run: the workers start from the weights of " << init->path;
+  return bert::Status::Ok();
 }
 
 int DumpLedger(const std::string& run_dir) {
@@ -213,6 +258,8 @@ int Serve(Args& args) {
   meta.masked_lm_prob = data->options.masking.masked_lm_prob;
   meta.short_seq_prob = data->options.short_seq_prob;
   meta.whole_word_masking = data->options.masking.whole_word;
+  meta.objective = bert::ObjectiveName(data->options.objective);
+  meta.packing = data->options.packing;
   meta.corpus_fingerprint = data->fingerprint;
   meta.world_size = geometry->world_size;
   meta.micro_batch_size = geometry->micro_batch_size;
@@ -238,6 +285,10 @@ int Serve(Args& args) {
       LOG(ERROR) << "[coord] " << latest.status().message();
       return bert::kExitBadData;
     }
+  }
+  if (resume_checkpoint.empty() && !config->train.init_from.empty()) {
+    bert::Status usable = CheckInitFrom(*config, data->vocab_checksum);
+    if (!usable.ok()) return Fail(usable);
   }
   auto ledger = bert::Ledger::Open(bert::LedgerDir(run_dir), meta, resume_at);
   if (!ledger.ok()) return Fail(ledger.status());

@@ -41,14 +41,18 @@ Status BadSample(size_t i, const std::string& what) {
 // The consistency rules of the header comment, for one sample.
 Status CheckSample(const Batch& batch, size_t i, const TrainingSample& s) {
   const size_t length = s.input_ids.size();
-  if (length < 5 || length > 65535) return BadSample(i, "length " + std::to_string(length) + " is not in [5, 65535]");
-  if (s.segment_b_start < 3 || s.segment_b_start + 2 > length) {
+  const bool one_segment = s.segment_b_start == length;  // [CLS] A [SEP] (objective mlm)
+  const size_t least = one_segment ? 3 : 5;
+  if (length < least || length > 65535) {
+    return BadSample(i, "length " + std::to_string(length) + " is not in [" + std::to_string(least) + ", 65535]");
+  }
+  if (!one_segment && (s.segment_b_start < 3 || s.segment_b_start + 2 > length)) {
     return BadSample(i, "segment B starts at " + std::to_string(s.segment_b_start) + ", outside [3, " +
-                            std::to_string(length - 2) + "]");
+                            std::to_string(length - 2) + "] (or at the length, for one segment)");
   }
   if (s.input_ids[0] != batch.cls_id || s.input_ids[s.segment_b_start - 1] != batch.sep_id ||
       s.input_ids[length - 1] != batch.sep_id) {
-    return BadSample(i, "is not [CLS] A [SEP] B [SEP]");
+    return BadSample(i, one_segment ? "is not [CLS] A [SEP]" : "is not [CLS] A [SEP] B [SEP]");
   }
   bool any_outside = false;  // branch-free, so that the loop vectorizes
   const uint32_t vocab_size = static_cast<uint32_t>(batch.vocab_size);

@@ -29,7 +29,9 @@
 // A sample is consistent when 5 <= length <= seq_len, [CLS] A [SEP] B [SEP]
 // hold cls_id/sep_id at 0, segment_b_start - 1 and length - 1 with A and B
 // non-empty, masked positions are strictly increasing and avoid those three
-// positions, and labels are non-special ids < vocab_size.
+// positions, and labels are non-special ids < vocab_size. A one-segment
+// sample (objective mlm) has segment_b_start == length >= 3: [CLS] A [SEP]
+// (a packed A may hold more [SEP]s, between documents).
 //
 // DecodeBatch checks all of this, plus the exact size and the checksum, and
 // is safe on hostile input: it never reads out of bounds and allocates only

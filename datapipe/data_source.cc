@@ -12,6 +12,9 @@ SampleOptions SampleOptionsFromConfig(const DataConfig& data) {
   options.masking.masked_lm_prob = data.masked_lm_prob;
   options.masking.max_predictions = data.max_predictions;
   options.masking.whole_word = data.whole_word_masking;
+  Result<Objective> objective = ParseObjective(data.objective);
+  options.objective = objective.ok() ? *objective : Objective::kMlmNsp;  // RunConfig::Validate checked it
+  options.packing = data.packing;
   return options;
 }
 

@@ -38,6 +38,7 @@ enum Stream : uint64_t {
   kStreamPermutation = 2,  // per epoch: the order of instances
   kStreamTruncation = 3,   // per (epoch, instance): front or back trimming
   kStreamMasking = 4,      // per (epoch, sample index): masked positions and replacements
+  kStreamPacking = 5,      // per epoch: where the packed windows start (data.packing)
 };
 
 // A 64-bit hash of (seed, stream, a, b); changing any input gives an

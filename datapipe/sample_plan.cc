@@ -8,7 +8,28 @@
 
 namespace bert {
 
+Result<Objective> ParseObjective(const std::string& name) {
+  if (name == "mlm_nsp") return Objective::kMlmNsp;
+  if (name == "mlm") return Objective::kMlm;
+  if (name == "mlm_sop") return Objective::kMlmSop;
+  return Status::InvalidArgument("must be mlm_nsp, mlm or mlm_sop, got " + name);
+}
+
+const char* ObjectiveName(Objective objective) {
+  switch (objective) {
+    case Objective::kMlmNsp: return "mlm_nsp";
+    case Objective::kMlm: return "mlm";
+    case Objective::kMlmSop: return "mlm_sop";
+  }
+  return "?";
+}
+
 Status SampleOptions::Validate() const {
+  if (packing && objective != Objective::kMlm) {
+    return Status::InvalidArgument(std::string("--packing: needs objective mlm (a packed sample has no sentence "
+                                               "pair), got ") +
+                                   ObjectiveName(objective));
+  }
   if (max_seq_len < 8 || max_seq_len > kMaxSeqLenLimit) {
     return Status::InvalidArgument("--max-seq-len: must be between 8 and " + std::to_string(kMaxSeqLenLimit) +
                                    ", got " + std::to_string(max_seq_len));
@@ -26,7 +47,8 @@ struct DocumentDraws {
   DocumentDraws(const SampleOptions& options, uint64_t epoch, uint64_t doc)
       : rng(rnd::Hash(options.seed, rnd::kStreamLayout, epoch, doc)) {}
   int32_t TargetLength(const SampleOptions& options) {
-    const int32_t max_num_tokens = options.max_seq_len - 3;
+    // [CLS] A [SEP] B [SEP], or [CLS] A [SEP] with one segment.
+    const int32_t max_num_tokens = options.max_seq_len - (options.objective == Objective::kMlm ? 2 : 3);
     // "We *usually* want to fill up the entire sequence ... however, we
     // sometimes (i.e., short_seq_prob == 0.1 == 10% of the time) want to use
     // shorter sequences to minimize the mismatch between pre-training and
@@ -58,14 +80,23 @@ void LayoutDocument(const CorpusIndex& index, const SampleOptions& options, uint
     current_length += index.SentenceLength(doc, static_cast<uint32_t>(i));
     if (i != num_sentences - 1 && current_length < target_length) continue;
     const int64_t chunk_size = i - chunk_first + 1;
-    // A is the first a_end sentences of the chunk.
-    const int64_t a_end = chunk_size >= 2 ? rng.Between(1, chunk_size - 1) : 1;
     const uint64_t doc_begin = index.DocumentBegin(doc);
     const uint32_t chunk_begin = index.SentenceBegin(doc, static_cast<uint32_t>(chunk_first));
     Instance instance;
     instance.a_begin = doc_begin + chunk_begin;
+    if (options.objective == Objective::kMlm) {  // one segment: the whole chunk
+      instance.a_length = index.SentenceBegin(doc, static_cast<uint32_t>(i + 1)) - chunk_begin;
+      out->push_back(instance);
+      chunk_first = i + 1;
+      current_length = 0;
+      continue;
+    }
+    // A is the first a_end sentences of the chunk.
+    const int64_t a_end = chunk_size >= 2 ? rng.Between(1, chunk_size - 1) : 1;
     instance.a_length = index.SentenceBegin(doc, static_cast<uint32_t>(chunk_first + a_end)) - chunk_begin;
-    if (chunk_size == 1 || rng.Uniform() < 0.5) {
+    const bool random_next =
+        chunk_size == 1 || (options.objective == Objective::kMlmNsp && rng.Uniform() < 0.5);
+    if (random_next) {
       // Random next: B is a span of another document, long enough to reach
       // the target length, starting at a random sentence.
       const int64_t target_b_length = target_length - static_cast<int64_t>(instance.a_length);
@@ -91,10 +122,62 @@ void LayoutDocument(const CorpusIndex& index, const SampleOptions& options, uint
     } else {
       instance.b_begin_and_flag = instance.a_begin + instance.a_length;
       instance.b_length = index.SentenceBegin(doc, static_cast<uint32_t>(i + 1)) - chunk_begin - instance.a_length;
+      if (options.objective == Objective::kMlmSop && rng.Uniform() < 0.5) {
+        // ALBERT: "we just swap tokens_a and tokens_b"; the label is 1.
+        const uint64_t first = instance.a_begin;
+        const uint32_t first_length = instance.a_length;
+        instance.a_begin = instance.b_begin_and_flag;
+        instance.a_length = instance.b_length;
+        instance.b_begin_and_flag = first | Instance::kRandomNextBit;
+        instance.b_length = first_length;
+      }
     }
     out->push_back(instance);
     chunk_first = i + 1;
     current_length = 0;
+  }
+}
+
+void LayoutPacked(const CorpusIndex& index, const SampleOptions& options, uint64_t epoch, std::vector<Instance>* out) {
+  const uint64_t slots = static_cast<uint64_t>(options.max_seq_len) - 2;  // between [CLS] and the last [SEP]
+  const uint64_t num_docs = index.num_documents();
+  auto length = [&](uint64_t doc) { return index.DocumentBegin(doc + 1) - index.DocumentBegin(doc); };
+  uint64_t doc = 0, offset = 0;  // the stream's position: a document and a token in it
+  auto skip_ended = [&] {
+    while (doc < num_docs && offset == length(doc)) {
+      ++doc;
+      offset = 0;
+    }
+  };
+  // The epoch's phase: the stream starts `skip` tokens in.
+  rnd::Generator rng(rnd::Hash(options.seed, rnd::kStreamPacking, epoch));
+  for (uint64_t skip = rng.Below(slots); skip > 0 && doc < num_docs;) {
+    skip_ended();
+    if (doc == num_docs) break;
+    const uint64_t take = std::min(skip, length(doc) - offset);
+    offset += take;
+    skip -= take;
+  }
+  while (true) {
+    skip_ended();
+    if (doc == num_docs) break;
+    Instance window;
+    window.a_begin = index.DocumentBegin(doc) + offset;
+    uint64_t free = slots, text = 0;
+    while (free > 0) {
+      const uint64_t take = std::min(free, length(doc) - offset);
+      text += take;
+      free -= take;
+      offset += take;
+      if (offset < length(doc)) break;  // the window is full
+      skip_ended();
+      // A separator, then the next document; unless the separator would be
+      // the window's last position (or there is no next document).
+      if (doc == num_docs || free < 2) break;
+      free -= 1;
+    }
+    window.a_length = static_cast<uint32_t>(text);
+    out->push_back(window);
   }
 }
 
@@ -155,6 +238,12 @@ Result<std::unique_ptr<EpochPlan>> EpochPlan::Build(std::shared_ptr<const Corpus
   }
   if (index->num_sentences() == 0) return Status::FailedPrecondition("the corpus has no sentences to sample from");
 
+  if (options.packing) {
+    std::vector<Instance> windows;
+    LayoutPacked(*index, options, epoch, &windows);
+    return std::unique_ptr<EpochPlan>(
+        new EpochPlan(std::move(index), corpus, std::move(vocab), options, epoch, std::move(windows)));
+  }
   // Fixed blocks of documents, laid out on any thread, joined in block order.
   constexpr uint64_t kDocsPerBlock = 1024;
   const uint64_t num_docs = index->num_documents();
@@ -246,12 +335,48 @@ Status SampleGenerator::GenerateRange(uint64_t first, uint64_t count, TrainingSa
   return Status::Ok();
 }
 
+Status SampleGenerator::GeneratePacked(const Instance& window, TrainingSample* sample) {
+  const CorpusIndex& index = plan_.index();
+  const MaskingVocab& vocab = plan_.vocab();
+  std::vector<int32_t>& ids = sample->input_ids;
+  ids.resize(static_cast<size_t>(plan_.options().max_seq_len));
+  size_t n = 0;
+  ids[n++] = vocab.cls_id;
+  uint64_t pos = window.a_begin, remaining = window.a_length;
+  uint64_t doc = index.DocumentOf(pos);
+  while (remaining > 0) {
+    while (index.DocumentBegin(doc + 1) == pos) ++doc;  // ended (or empty) documents
+    const uint64_t take = std::min<uint64_t>(remaining, index.DocumentBegin(doc + 1) - pos);
+    if (n + take + 1 > ids.size()) return Status::Corruption("a packed window is longer than max_seq_len");
+    BERT_RETURN_IF_ERROR(CopyTokens(pos, static_cast<uint32_t>(take), &ids[n]));
+    n += take;
+    pos += take;
+    remaining -= take;
+    if (remaining > 0) {  // a document ended inside the window
+      if (n + 2 > ids.size()) return Status::Corruption("a packed window is longer than max_seq_len");
+      ids[n++] = vocab.sep_id;
+    }
+  }
+  ids[n++] = vocab.sep_id;
+  ids.resize(n);
+  sample->segment_b_start = static_cast<uint32_t>(n);  // one segment: token type 0 throughout
+  sample->is_random_next = false;
+  return Status::Ok();
+}
+
 Status SampleGenerator::GenerateInstance(uint64_t index, uint64_t instance_id, TrainingSample* sample) {
   const SampleOptions& options = plan_.options();
   const MaskingVocab& vocab = plan_.vocab();
   const Instance& instance = plan_.instance(instance_id);
-  const TrimAmounts trim =
-      TruncationAmounts(instance.a_length, instance.b_length, static_cast<uint32_t>(options.max_seq_len - 3));
+  sample->index = index;
+  if (options.packing) {
+    BERT_RETURN_IF_ERROR(GeneratePacked(instance, sample));
+    ApplyMasking(options.masking, vocab, rnd::Hash(options.seed, rnd::kStreamMasking, plan_.epoch(), index), sample);
+    return Status::Ok();
+  }
+  const bool pair = options.objective != Objective::kMlm;
+  const TrimAmounts trim = TruncationAmounts(instance.a_length, instance.b_length,
+                                             static_cast<uint32_t>(options.max_seq_len - (pair ? 3 : 2)));
   // Each trimmed token came off the front or the back with probability 1/2,
   // so the front share is a Binomial(trim, 1/2) draw.
   rnd::Generator rng(rnd::Hash(options.seed, rnd::kStreamTruncation, plan_.epoch(), instance_id));
@@ -260,16 +385,17 @@ Status SampleGenerator::GenerateInstance(uint64_t index, uint64_t instance_id, T
   const uint32_t kept_a = instance.a_length - trim.a;
   const uint32_t kept_b = instance.b_length - trim.b;
 
-  sample->index = index;
   sample->is_random_next = instance.is_random_next();
-  sample->segment_b_start = kept_a + 2;
   std::vector<int32_t>& ids = sample->input_ids;
-  ids.resize(kept_a + kept_b + 3);
+  ids.resize(kept_a + 2 + (pair ? kept_b + 1 : 0));
   ids[0] = vocab.cls_id;
   BERT_RETURN_IF_ERROR(CopyTokens(instance.a_begin + a_front, kept_a, &ids[1]));
   ids[kept_a + 1] = vocab.sep_id;
-  BERT_RETURN_IF_ERROR(CopyTokens(instance.b_begin() + b_front, kept_b, &ids[kept_a + 2]));
-  ids[kept_a + kept_b + 2] = vocab.sep_id;
+  sample->segment_b_start = kept_a + 2;  // with one segment: ids.size(), no token of type 1
+  if (pair) {
+    BERT_RETURN_IF_ERROR(CopyTokens(instance.b_begin() + b_front, kept_b, &ids[kept_a + 2]));
+    ids[kept_a + kept_b + 2] = vocab.sep_id;
+  }
   ApplyMasking(options.masking, vocab, rnd::Hash(options.seed, rnd::kStreamMasking, plan_.epoch(), index), sample);
   return Status::Ok();
 }

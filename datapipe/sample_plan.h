@@ -20,6 +20,26 @@
 // 2. Order. Sample i of an epoch is instance P(i), where P is a keyed Feistel
 //    permutation of [0, num_instances) (random.h): random access, no
 //    materialised shuffle.
+//    Objectives (SampleOptions::objective; data.objective):
+//    - mlm_nsp: as above.
+//    - mlm_sop (ALBERT's sentence-order prediction; Lan et al. 2020, section
+//      4.2, and its create_pretraining_data.py): B is always the rest of the
+//      chunk, and with probability 0.5 A and B are swapped (the label,
+//      carried in is_random_next, is then 1: "not in order"). A one-sentence
+//      chunk still takes a random B, as in ALBERT's script.
+//    - mlm: one segment: the whole chunk is A, there is no B, and the target
+//      length is max_seq_len - 2 ([CLS] A [SEP]).
+//    Packing (data.packing, objective mlm; RoBERTa's FULL-SENTENCES, Liu et
+//    al. 2019 section 4.2, and Cramming, Geiping and Goldstein 2022): the
+//    corpus in document order is one stream with a [SEP] between documents,
+//    cut into windows of max_seq_len - 2 positions, so every sample but the
+//    epoch's last is exactly max_seq_len tokens long ([CLS] window [SEP]) and
+//    a batch has no padding. A window never ends with a separator (one that
+//    would leave it one position short ends it there instead, so rarely a
+//    sample is one token shorter). Each epoch starts the stream at an offset
+//    in [0, max_seq_len - 2) drawn from rnd::Hash(seed, kStreamPacking,
+//    epoch), so windows are cut elsewhere each epoch; the tokens before it
+//    are not used in that epoch. Laid out in one pass (no threads).
 // 3. Sample. [CLS] A [SEP] B [SEP] after the reference's truncate_seq_pair
 //    (trim the longer segment, from the front or back at random, until the
 //    pair fits max_seq_len - 3; the coin flips come from rnd::Hash(seed,
@@ -40,6 +60,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -53,8 +74,16 @@ namespace bert {
 
 constexpr int32_t kMaxSeqLenLimit = 8192;
 
+// The pretraining objective a plan makes samples for (see 1. above).
+enum class Objective : uint8_t { kMlmNsp, kMlm, kMlmSop };
+// "mlm_nsp", "mlm", "mlm_sop" (data.objective); InvalidArgument otherwise.
+Result<Objective> ParseObjective(const std::string& name);
+const char* ObjectiveName(Objective objective);
+
 struct SampleOptions {
   uint64_t seed = 12345;       // plan seed: with the epoch, decides everything random
+  Objective objective = Objective::kMlmNsp;
+  bool packing = false;        // full-length windows across documents (objective kMlm only)
   int32_t max_seq_len = 128;   // tokens per sample including [CLS] and both [SEP]
   double short_seq_prob = 0.1; // chance that a document's target length is shorter (reference: 0.1)
   MaskingOptions masking;
@@ -65,13 +94,16 @@ struct SampleOptions {
 // One instance before truncation and masking: the token spans of A and B,
 // in the corpus's global token numbering (CorpusIndex::DocumentBegin). Each
 // span is whole sentences of one document; when B is not random it follows
-// A directly. Token offsets rather than sentence numbers, so that making a
-// sample reads this and the tokens, nothing else. 24 bytes.
+// A directly (with SOP's swap, A directly follows B). Objective kMlm has no
+// B (b_length 0). A packed window is a_length tokens from a_begin on, across
+// documents (the [SEP]s between them are not counted). Token offsets rather
+// than sentence numbers, so that making a sample reads this and the tokens,
+// nothing else. 24 bytes.
 struct Instance {
   uint64_t a_begin = 0;           // first token of A
   uint64_t b_begin_and_flag = 0;  // low 63 bits: first token of B; bit 63: is_random_next
   uint32_t a_length = 0;          // tokens in A (>= 1)
-  uint32_t b_length = 0;          // tokens in B (>= 1)
+  uint32_t b_length = 0;          // tokens in B (>= 1; 0 for objective kMlm)
 
   static constexpr uint64_t kRandomNextBit = uint64_t{1} << 63;
   uint64_t b_begin() const { return b_begin_and_flag & ~kRandomNextBit; }
@@ -84,9 +116,12 @@ struct Instance {
 static_assert(sizeof(Instance) == 24, "Instance is the per-instance memory of an epoch layout");
 
 // Appends the instances of document `doc` in epoch `epoch` (see 1. above);
-// none for an empty document. options must be valid. Pure.
+// none for an empty document. options must be valid and not packing. Pure.
 void LayoutDocument(const CorpusIndex& index, const SampleOptions& options, uint64_t epoch, uint64_t doc,
                     std::vector<Instance>* out);
+// Appends the packed windows of the whole corpus in epoch `epoch` (see
+// Packing above). options must be valid and packing. Pure.
+void LayoutPacked(const CorpusIndex& index, const SampleOptions& options, uint64_t epoch, std::vector<Instance>* out);
 
 // The reference's target length for document `doc` in `epoch` (the first
 // draw of its layout). Exposed for tests of the length distribution.
@@ -156,6 +191,7 @@ class SampleGenerator {
 
  private:
   Status GenerateInstance(uint64_t index, uint64_t instance_id, TrainingSample* sample);
+  Status GeneratePacked(const Instance& instance, TrainingSample* sample);
   // Global tokens [begin, begin + count), written at out.
   Status CopyTokens(uint64_t begin, uint32_t count, int32_t* out);
 

@@ -30,6 +30,29 @@ TEST(RunConfigTest, MinimalConfigGetsDefaultsAndResolvedPaths) {
   EXPECT_EQ(c->train.precision, "fp32");
   EXPECT_FALSE(c->train.tf32);
   EXPECT_FALSE(c->train.activation_checkpointing);
+  EXPECT_EQ(c->data.objective, "mlm_nsp");
+  EXPECT_FALSE(c->data.packing);
+  EXPECT_TRUE(c->train.dropout);
+  EXPECT_EQ(c->train.init_from, "");
+}
+
+// The pretraining recipe keys: set, resolved (init_from like every path) and
+// written back.
+TEST(RunConfigTest, RecipeKeysParseAndRoundTrip) {
+  Result<RunConfig> c = Parse(std::string(kMinimal) +
+                              "  objective: mlm\n  packing: true\ntrain:\n  dropout: false\n  init_from: ../runs/base\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->data.objective, "mlm");
+  EXPECT_TRUE(c->data.packing);
+  EXPECT_FALSE(c->train.dropout);
+  EXPECT_EQ(c->train.init_from, "/runs/base");
+  Result<RunConfig> again = ParseRunConfig(c->ToYaml(), "resolved.yaml", "/elsewhere");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->ToYaml(), c->ToYaml());
+  EXPECT_EQ(again->train.init_from, "/runs/base");
+  c = Parse(std::string(kMinimal) + "  objective: mlm_sop\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->data.objective, "mlm_sop");
 }
 
 // A relative run_dir follows the rule of the other paths in the file
@@ -72,6 +95,11 @@ TEST(RunConfigTest, BadValuesNameFileAndKey) {
       {"train:\n  precision: fp16\n", "run.yaml: train.precision: must be fp32 or bf16, got fp16"},
       {"train:\n  device: cpu\n  precision: bf16\n", "run.yaml: train.precision: bf16 runs on CUDA only"},
       {"train:\n  tf32: maybe\n", "run.yaml: train.tf32: has the wrong type ('maybe')"},
+      {"data:\n  objective: nsp\n", "run.yaml: data.objective: must be mlm_nsp, mlm or mlm_sop, got nsp"},
+      {"data:\n  packing: true\n", "run.yaml: data.packing: needs data.objective: mlm (a packed sample has no "
+                                    "sentence pair), got mlm_nsp"},
+      {"data:\n  objective: mlm_sop\n  packing: true\n", "run.yaml: data.packing: needs data.objective: mlm"},
+      {"train:\n  dropout: 0.1\n", "run.yaml: train.dropout: has the wrong type ('0.1')"},
   };
   for (const Case& c : cases) {
     // Later keys of the same section replace the minimal config's (none overlap here).

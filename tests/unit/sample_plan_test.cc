@@ -482,5 +482,141 @@ TEST(SamplePlanTest, EmptyDocumentsAreSkippedAndBadOptionsAreNamed) {
   EXPECT_NE(mismatch.status().message().find("--vocab"), std::string::npos);
 }
 
+TEST(SampleObjectivesTest, SopKeepsBothSegmentsOfTheDocumentAndSwapsHalfOfThem) {
+  Fixture fx(SyntheticDocuments(7, 4500, 200, 0, 0));
+  SampleOptions options;
+  options.short_seq_prob = 0;
+  options.objective = Objective::kMlmSop;
+  auto plan = fx.Plan(options, 0, 2);
+  ASSERT_GE(plan->num_samples(), 70000u);  // fewer than NSP's: no B is put back
+  uint64_t in_order = 0, swapped = 0, random_b = 0;
+  for (uint64_t k = 0; k < plan->num_samples(); ++k) {
+    const Instance& in = plan->instance(k);
+    if (fx.DocOf(in.b_begin()) != fx.DocOf(in.a_begin)) {
+      ++random_b;  // only a one-sentence chunk (ALBERT's script), labelled 1
+      ASSERT_TRUE(in.is_random_next()) << k;
+      continue;
+    }
+    if (in.is_random_next()) {
+      ASSERT_EQ(in.b_begin() + in.b_length, in.a_begin) << k << ": a swapped pair is B then A in the document";
+      ++swapped;
+    } else {
+      ASSERT_EQ(in.a_begin + in.a_length, in.b_begin()) << k;
+      ++in_order;
+    }
+  }
+  const double pairs = static_cast<double>(in_order + swapped);
+  // 5 sigma of a fair coin over 70k pairs is about 0.0095.
+  EXPECT_NEAR(swapped / pairs, 0.5, 0.0095);
+  EXPECT_LE(random_b, 4500u);  // at most one one-sentence chunk per document, at its end
+  std::printf("SOP: %llu in order, %llu swapped, %llu one-sentence chunks with a random B\n",
+              (unsigned long long)in_order, (unsigned long long)swapped, (unsigned long long)random_b);
+  // A swapped sample reads B's sentences first: the sample's first segment
+  // is the later text.
+  std::vector<TrainingSample> samples;
+  ASSERT_TRUE(GenerateSamples(*plan, 0, 2000, 1, &samples).ok());
+  for (const TrainingSample& sample : samples) {
+    const Instance& in = plan->instance(plan->InstanceId(sample.index));
+    ASSERT_EQ(sample.is_random_next, in.is_random_next());
+    const std::vector<int32_t> ids = Unmasked(sample);
+    if (in.a_length + in.b_length <= 125) {  // not truncated
+      EXPECT_EQ(std::vector<int32_t>(ids.begin() + 1, ids.begin() + 1 + in.a_length), fx.Span(in.a_begin, in.a_length));
+    }
+  }
+}
+
+TEST(SampleObjectivesTest, MlmSamplesAreOneSegmentOfWholeSentencesFillingTheSequence) {
+  Fixture fx(SyntheticDocuments(8, 3000, 60, 300, 3));
+  SampleOptions options;
+  options.objective = Objective::kMlm;
+  options.short_seq_prob = 0;
+  auto plan = fx.Plan(options, 0, 2);
+  std::vector<TrainingSample> samples;
+  ASSERT_TRUE(GenerateSamples(*plan, 0, plan->num_samples(), 2, &samples).ok());
+  uint64_t full = 0;
+  for (const TrainingSample& sample : samples) {
+    const Instance& in = plan->instance(plan->InstanceId(sample.index));
+    ASSERT_EQ(in.b_length, 0u);
+    ASSERT_FALSE(sample.is_random_next);
+    ASSERT_EQ(sample.segment_b_start, sample.input_ids.size()) << "no token of type 1";
+    const std::vector<int32_t> ids = Unmasked(sample);
+    ASSERT_LE(ids.size(), 128u);
+    ASSERT_EQ(ids.front(), 101);
+    ASSERT_EQ(ids.back(), 102);
+    ASSERT_EQ(std::count(ids.begin(), ids.end(), 102), 1) << "one [SEP]: one segment";
+    ASSERT_TRUE(fx.IsSentenceBoundary(fx.DocOf(in.a_begin), in.a_begin));
+    full += ids.size() == 128;
+  }
+  // [CLS] chunk [SEP] with a target of 126 tokens: full unless the document ran out.
+  std::printf("MLM one segment: full-length share %.4f of %zu samples\n",
+              static_cast<double>(full) / samples.size(), samples.size());
+  EXPECT_GT(full, samples.size() * 6 / 10);
+}
+
+TEST(SampleObjectivesTest, PackedWindowsAreFullLengthAndTileTheCorpusInOrder) {
+  std::vector<Document> docs = SyntheticDocuments(10, 400, 20, 300, 3);
+  for (size_t d = 0; d < docs.size(); d += 7) docs[d] = Document();  // empty documents are skipped
+  Fixture fx(docs);
+  SampleOptions options;
+  options.objective = Objective::kMlm;
+  options.packing = true;
+  options.max_seq_len = 64;
+  options.masking.max_predictions = 10;
+  for (uint64_t epoch : {0, 1}) {
+    auto plan = fx.Plan(options, epoch);
+    std::vector<TrainingSample> samples;
+    ASSERT_TRUE(GenerateSamples(*plan, 0, plan->num_samples(), 2, &samples).ok());
+    // In window order (instance id), the text of the windows, with the
+    // separators removed, is the corpus from the epoch's offset on.
+    std::vector<TrainingSample> by_window(samples.size());
+    for (const TrainingSample& sample : samples) by_window[plan->InstanceId(sample.index)] = sample;
+    std::vector<int32_t> text;
+    uint64_t short_windows = 0, tokens = 0, boundaries = 0;
+    for (size_t w = 0; w < by_window.size(); ++w) {
+      const std::vector<int32_t> ids = Unmasked(by_window[w]);
+      ASSERT_EQ(by_window[w].segment_b_start, ids.size());
+      ASSERT_EQ(ids.front(), 101);
+      ASSERT_EQ(ids.back(), 102);
+      ASSERT_NE(ids[ids.size() - 2], 102) << "a window never ends with a separator";
+      ASSERT_LE(ids.size(), 64u);
+      if (w + 1 < by_window.size() && ids.size() != 64) {
+        ASSERT_EQ(ids.size(), 63u) << "window " << w;  // a separator would have been its last position
+        ++short_windows;
+      }
+      tokens += ids.size();
+      for (size_t i = 1; i + 1 < ids.size(); ++i) {
+        if (ids[i] == 102) {
+          // Between two documents: the text so far ends a document.
+          ++boundaries;
+          continue;
+        }
+        text.push_back(ids[i]);
+      }
+    }
+    const uint64_t offset = fx.tokens.size() - text.size();
+    ASSERT_LT(offset, 62u) << "the epoch's offset is in [0, max_seq_len - 2)";
+    EXPECT_EQ(text, fx.Span(offset, text.size()));
+    EXPECT_GT(boundaries, 300u);
+    // No padding: every position of a batch of these is a real token.
+    const double fill = static_cast<double>(tokens) / (64.0 * static_cast<double>(by_window.size()));
+    std::printf("epoch %llu: %zu windows, offset %llu, %llu one short, fill %.4f\n", (unsigned long long)epoch,
+                by_window.size(), (unsigned long long)offset, (unsigned long long)short_windows, fill);
+    EXPECT_GT(fill, 0.99);
+    // A pure function of (seed, epoch, index): a plan built again gives the same samples.
+    std::vector<TrainingSample> again;
+    ASSERT_TRUE(GenerateSamples(*fx.Plan(options, epoch, 2), 0, plan->num_samples(), 1, &again).ok());
+    EXPECT_TRUE(again == samples);
+  }
+  // Each epoch cuts the windows elsewhere.
+  EXPECT_NE(fx.Plan(options, 0)->instance(0).a_begin, fx.Plan(options, 1)->instance(0).a_begin);
+  // Packing needs the one-segment objective.
+  options.objective = Objective::kMlmNsp;
+  auto refused = EpochPlan::Build(fx.index, nullptr, fx.vocab, options, 0, 1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message().rfind("--packing: needs objective mlm", 0), 0u) << refused.status().message();
+  EXPECT_FALSE(ParseObjective("nsp").ok());
+  EXPECT_EQ(ParseObjective("nsp").status().message(), "must be mlm_nsp, mlm or mlm_sop, got nsp");
+}
+
 }  // namespace
 }  // namespace bert

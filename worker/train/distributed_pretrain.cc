@@ -22,6 +22,7 @@
 #include "datapipe/random.h"
 #include "worker/model/bert_heads.h"
 #include "worker/train/checkpoint_io.h"
+#include "worker/train/init_from.h"
 #include "worker/model/flops.h"
 #include "worker/train/pretrain_progress.h"
 #include "worker/train/train_step.h"
@@ -229,8 +230,14 @@ class DistributedLoop {
 
   // Loads the checkpoint the coordinator resumes from (verified again here:
   // sizes and checksums of every shard).
+  // A new run starts from train.init_from's weights when it has one.
   Status Restore() {
-    if (run_.checkpoint.empty()) return Status::Ok();
+    if (run_.checkpoint.empty()) {
+      if (config_.train.init_from.empty()) return Status::Ok();
+      BERT_RETURN_IF_ERROR(InitializeFromPretrained(config_.train.init_from, model_.get()));
+      uint64_t checksum = 0;
+      return CheckParametersAgree(0, &checksum);
+    }
     CheckpointStore store(config_.run_dir);
     Result<LoadedCheckpoint> latest = store.LoadLatest();
     if (!latest.ok()) return latest.status();

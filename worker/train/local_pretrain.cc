@@ -14,6 +14,7 @@
 #include "worker/model/bert_heads.h"
 #include "worker/model/flops.h"
 #include "worker/train/device.h"
+#include "worker/train/init_from.h"
 #include "worker/train/pretrain_progress.h"
 #include "worker/train/train_step.h"
 
@@ -40,6 +41,9 @@ class LocalLoop {
     if (!pretraining.ok()) return pretraining.status();
     model_ = std::move(pretraining->model);
     trainer_ = std::move(pretraining->trainer);
+    if (!config_.train.init_from.empty()) {
+      BERT_RETURN_IF_ERROR(InitializeFromPretrained(config_.train.init_from, model_.get()));
+    }
     Result<std::unique_ptr<TrainingData>> data = TrainingData::Open(config_, /*num_threads=*/2);
     if (!data.ok()) return data.status();
     data_ = std::move(data).value();

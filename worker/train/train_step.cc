@@ -150,16 +150,24 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
   }
   pending_.forward_seconds += SecondsSince(start);
   start = Clock::now();
-  if (weights.mlm == 1.0 && weights.nsp == 1.0) {
+  LossWeights used = weights;
+  if (!options_.nsp_loss) {
+    used.nsp = 0;
+    loss.nsp_loss = 0;
+    loss.nsp_correct = 0;
+  }
+  if (used.nsp == 0) {
+    (loss.mlm * used.mlm).backward();
+  } else if (used.mlm == 1.0 && used.nsp == 1.0) {
     loss.loss.backward();
   } else {
-    (loss.mlm * weights.mlm + loss.nsp * weights.nsp).backward();
+    (loss.mlm * used.mlm + loss.nsp * used.nsp).backward();
   }
   pending_.backward_seconds += SecondsSince(start);
 
-  pending_.loss += loss.mlm_loss * weights.mlm + loss.nsp_loss * weights.nsp;
-  pending_.mlm_loss += loss.mlm_loss * weights.mlm;
-  pending_.nsp_loss += loss.nsp_loss * weights.nsp;
+  pending_.loss += loss.mlm_loss * used.mlm + loss.nsp_loss * used.nsp;
+  pending_.mlm_loss += loss.mlm_loss * used.mlm;
+  pending_.nsp_loss += loss.nsp_loss * used.nsp;
   pending_.micro_batches += 1;
   pending_.mlm_correct += loss.mlm_correct;
   pending_.num_masked += loss.num_masked;
@@ -248,13 +256,20 @@ Result<Pretraining> MakePretraining(const RunConfig& config, OptimizerShard shar
     return Status::InvalidArgument("train.precision: bf16 runs on CUDA, but this process trains on " + device.str() +
                                    " (train.device: " + config.train.device + "); use fp32");
   }
+  trainer_options->nsp_loss = config.data.objective != "mlm";
   ModelOptions model_options;
   model_options.seed = config.train.init_seed;
   model_options.device = device;
-  Result<std::unique_ptr<BertForPreTraining>> model = BertForPreTraining::FromConfigFile(config.model, model_options);
-  if (!model.ok()) return model.status();
+  Result<BertConfig> model_config = LoadBertConfig(config.model);
+  if (!model_config.ok()) return model_config.status();
+  if (!config.train.dropout) {
+    // Cramming (Geiping and Goldstein 2022): no dropout while pretraining on
+    // a budget, where the model underfits. For this run only.
+    model_config->hidden_dropout_prob = 0;
+    model_config->attention_probs_dropout_prob = 0;
+  }
   Pretraining result;
-  result.model = std::move(model).value();
+  result.model = std::make_unique<BertForPreTraining>(*model_config, model_options);
   result.model->set_activation_checkpointing(config.train.activation_checkpointing);
   result.trainer = std::make_unique<Trainer>(result.model.get(), *trainer_options, std::move(shard));
   return result;

@@ -61,10 +61,15 @@ struct TrainerOptions {
   LrSchedule schedule;
   double max_grad_norm = 1.0;  // clip the global gradient norm to this; <= 0: no clipping
   bool bf16_autocast = false;  // CUDA builds only
+  // The sentence-pair loss (NSP or SOP: the batch's nsp_labels) is part of
+  // the loss; false for data.objective mlm, whose loss is MLM alone (the
+  // NSP head then gets no gradient, and its accuracy reads 0).
+  bool nsp_loss = true;
   Status Validate() const;
 };
 
-// The run config's train section as trainer options (errors name the key).
+// The run config's train section as trainer options (errors name the key);
+// nsp_loss stays true (MakePretraining sets it from data.objective).
 Result<TrainerOptions> TrainerOptionsFromConfig(const TrainConfig& train);
 
 // Sums over the micro-batches of one step.
@@ -143,6 +148,10 @@ class Trainer {
 // intra-op threads set, the model from `model` with weights drawn from
 // train.init_seed, the trainer from the train section. Errors name the file
 // or key. (The trainer points into the model; moving the pointers keeps it.)
+// train.dropout false zeroes the model's dropout rates for this run only
+// (checkpoints and exports keep the model config's); data.objective mlm
+// drops the sentence-pair loss. train.init_from is not applied here: the
+// caller does that when it does not resume (init_from.h).
 struct Pretraining {
   std::unique_ptr<BertForPreTraining> model;
   std::unique_ptr<Trainer> trainer;

@@ -66,9 +66,9 @@ class PretrainRunTest : public CoordinatorRunTest {
  protected:
   // bert-tiny without dropout (so that W = 1 and W = 2 compute the same
   // function), seq 64, G = 32.
-  // train_extra: more lines of the train section ("  key: value\n").
+  // train_extra, data_extra: more lines of the train and data sections ("  key: value\n").
   std::string WriteRun(const std::string& name, uint64_t micro_batch, uint64_t steps, uint64_t checkpoint_every = 0,
-                       const std::string& train_extra = "") {
+                       const std::string& train_extra = "", const std::string& data_extra = "") {
     const std::string model = work_ / "tiny-no-dropout.json";
     Result<std::string> tiny = ReadFile(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny.json");
     Json config = Json::parse(*tiny);
@@ -78,7 +78,7 @@ class PretrainRunTest : public CoordinatorRunTest {
     const std::string path = work_ / (name + ".yaml");
     WriteText(path, "name: " + name + "\nrun_dir: " + (work_ / name) + "\nmodel: " + model + "\ndata:\n  db: " + Db() +
                         "\n  seed: " + std::to_string(kSeed) + "\n  max_seq_len: 64\n  max_predictions: 10\n" +
-                        "train:\n  global_batch_size: " + std::to_string(kGlobalBatch) + "\n  micro_batch_size: " +
+                        data_extra + "train:\n  global_batch_size: " + std::to_string(kGlobalBatch) + "\n  micro_batch_size: " +
                         std::to_string(micro_batch) + "\n  steps: " + std::to_string(steps) +
                         "\n  lr: 0.002\n  warmup_steps: 3\n" + train_extra + "log:\n  every_steps: 1\ncheckpoint:\n  every_steps: " +
                         std::to_string(checkpoint_every) + "\n  keep_last: 2\n");

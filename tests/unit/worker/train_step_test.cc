@@ -187,5 +187,52 @@ TEST(TrainStepTest, ActivationCheckpointingLeavesOneGraphNodePerLayer) {
   EXPECT_LE(checkpointed, plain - layers * 9) << checkpointed << " nodes checkpointed vs " << plain;
 }
 
+// data.objective mlm: the loss is the MLM loss alone, and neither the NSP
+// head nor the pooler (which only NSP reads) gets a gradient.
+TEST(TrainStepTest, WithoutTheSentenceLossTheNspHeadGetsNoGradient) {
+  BertForPreTraining with_nsp(testing::TinyConfig()), mlm_only(testing::TinyConfig());  // the same weights
+  TrainerOptions options = ConstantRate(OptimizerKind::kAdamW, 1e-3);
+  Trainer with_trainer(&with_nsp, options);
+  options.nsp_loss = false;
+  Trainer mlm_trainer(&mlm_only, options);
+  const PretrainBatch batch = testing::RandomBatch(9, 100, {24, 20, 24}, 4);
+  with_trainer.ForwardBackward(batch, 1.0);
+  mlm_trainer.ForwardBackward(batch, 1.0);
+  for (const char* name : {"cls.seq_relationship.weight", "cls.seq_relationship.bias", "bert.pooler.dense.weight"}) {
+    const int64_t index = mlm_only.parameters().IndexOf(name);
+    ASSERT_GE(index, 0) << name;
+    EXPECT_EQ(mlm_only.parameters().grad(index).abs().max().item<float>(), 0.0f) << name;
+    EXPECT_GT(with_nsp.parameters().grad(index).abs().max().item<float>(), 0.0f) << name;
+  }
+  const StepMetrics with = with_trainer.ApplyGradients(), without = mlm_trainer.ApplyGradients();
+  EXPECT_DOUBLE_EQ(without.loss, without.mlm_loss);
+  EXPECT_EQ(without.nsp_loss, 0.0);
+  EXPECT_EQ(without.nsp_accuracy, 0.0);
+  EXPECT_DOUBLE_EQ(with.mlm_loss, without.mlm_loss);  // the same forward pass
+  EXPECT_GT(with.loss, with.mlm_loss);
+}
+
+// train.dropout false: the run's model has no dropout (a training pass is the
+// eval pass), while the model config file, which checkpoints and exports
+// record, keeps its rates.
+TEST(TrainStepTest, MakePretrainingWithoutDropoutTrainsWithoutIt) {
+  RunConfig config;
+  config.model = std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny.json";
+  config.data.db = {"unused"};
+  for (bool dropout : {true, false}) {
+    config.train.dropout = dropout;
+    Result<Pretraining> made = MakePretraining(config);
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    BertForPreTraining& model = *made->model;
+    EXPECT_EQ(model.config().hidden_dropout_prob, dropout ? 0.1 : 0.0);
+    EXPECT_EQ(model.config().attention_probs_dropout_prob, dropout ? 0.1 : 0.0);
+    const PretrainBatch batch = testing::RandomBatch(3, model.config().vocab_size, {30, 30}, 4);
+    torch::NoGradGuard no_grad;
+    const torch::Tensor trained = model.Forward(batch, /*training=*/true).mlm_hidden;
+    const torch::Tensor evaluated = model.Forward(batch, /*training=*/false).mlm_hidden;
+    EXPECT_EQ(torch::equal(trained, evaluated), !dropout);
+  }
+}
+
 }  // namespace
 }  // namespace bert

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""The pretraining recipe study: one pretraining run per recipe at the same
+budget (configs/runs/tiny.yaml's steps, batch and sequence length, on the
+demo's corpus), each fine-tuned on the fortunes set for several seeds with
+configs/finetune/fortunes.yaml, beside a from-scratch model and the TF-IDF +
+logistic-regression baseline on the same split.
+
+Usage (after scripts/demo.sh has built the corpus and the fortunes set):
+    .venv/bin/python scripts/recipe_study.py [--only NAME ...] [--seeds 1 2 3]
+
+Each recipe is the demo's config with a few keys changed (RECIPES below).
+"dapt" rows continue an earlier row's model on the fortunes training texts
+(their labels unused: domain-adaptive pretraining). Runs go to
+runs/study/NAME, fine-tuned models to runs/study/NAME-ft/seedK; what is
+already done is reused. The table (Markdown) is printed and written to
+runs/study/table.md. Fine-tuning runs two at a time (one per core); the
+pretraining runs use 2 workers.
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BERTCTL = os.path.join(ROOT, "build/bin/bertctl")
+STUDY = os.path.join(ROOT, "runs/study")
+FORTUNES = os.path.join(ROOT, "runs/fortunes")
+VOCAB = os.path.join(ROOT, "runs/default/vocab.txt")
+
+# name, what changes, config overrides ("section.key": value), and for
+# domain-adaptive rows the row whose model they continue.
+RECIPES = [
+    ("baseline", "today's recipe: MLM + NSP, dropout 0.1 (configs/runs/tiny.yaml)", {}, None),
+    ("sop", "MLM + sentence order instead of NSP", {"data.objective": "mlm_sop"}, None),
+    ("mlm", "MLM only, one segment", {"data.objective": "mlm"}, None),
+    ("mlm-packed", "MLM only, packed to full length", {"data.objective": "mlm", "data.packing": True}, None),
+    ("mlm-packed-nodrop", "... and no dropout",
+     {"data.objective": "mlm", "data.packing": True, "train.dropout": False}, None),
+    ("mlm-packed-nodrop-mask25", "... and 25% masking",
+     {"data.objective": "mlm", "data.packing": True, "train.dropout": False, "data.masked_lm_prob": 0.25,
+      "data.max_predictions": 16}, None),
+    ("dapt", "the best row, continued 300 steps on the fortunes training texts",
+     {"data.objective": "mlm", "data.packing": True, "train.dropout": False, "train.steps": 300,
+      "train.warmup_steps": 30, "train.lr": 0.001, "checkpoint.every_steps": 0}, "best"),
+]
+
+
+def run(cmd, log):
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    if code != 0:
+        sys.exit(f"[study] failed ({code}): {' '.join(cmd)}; see {log}")
+
+
+def set_key(config, dotted, value):
+    node = config
+    *path, last = dotted.split(".")
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def write_config(name, overrides, init_from, db):
+    base_path = os.path.join(ROOT, "configs/runs/tiny.yaml")
+    with open(base_path) as f:
+        config = yaml.safe_load(f)
+    base_dir = os.path.dirname(base_path)
+    config = copy.deepcopy(config)
+    config["name"] = name
+    config["model"] = os.path.normpath(os.path.join(base_dir, config["model"]))
+    config["data"]["db"] = [os.path.normpath(os.path.join(base_dir, d)) for d in config["data"]["db"]]
+    config["run_dir"] = os.path.join(STUDY, name)
+    for key, value in overrides.items():
+        set_key(config, key, value)
+    if init_from:
+        config["train"]["init_from"] = init_from
+        config["data"]["db"] = [db]
+    path = os.path.join(STUDY, name + ".yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return path
+
+
+def pretrain(name, overrides, init_from=None, db=None):
+    config = write_config(name, overrides, init_from, db)
+    print(f"[study] pretraining {name}", flush=True)
+    run([BERTCTL, "pretrain", "--config", config, "--workers", "2"], os.path.join(STUDY, name + ".log"))
+    with open(os.path.join(STUDY, name, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    last = lines[-1]
+    # Tokens seen: each logged window's tokens per sample times its samples.
+    with open(config) as f:
+        batch = yaml.safe_load(f)["train"]["global_batch_size"]
+    tokens, previous = 0.0, 0
+    for line in lines:
+        tokens += line["tokens_per_s"] / line["samples_per_s"] * (line["step"] - previous) * batch
+        previous = line["step"]
+    return {"mlm_accuracy": last["mlm_accuracy"], "elapsed_s": last["elapsed_s"], "steps": last["step"],
+            "tokens_per_s": last["tokens_per_s"], "tokens": tokens}
+
+
+def finetune(init, output, seed, extra=()):
+    if os.path.exists(os.path.join(output, "metrics.json")):
+        return None
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    cmd = [BERTCTL, "finetune", "--init", init, "--config", "configs/finetune/fortunes.yaml",
+           "--train", f"{FORTUNES}/train.jsonl", "--dev", f"{FORTUNES}/dev.jsonl", "--test", f"{FORTUNES}/test.jsonl",
+           "--output", output, "--seed", str(seed), "--overwrite", *extra]
+    return subprocess.Popen(cmd, stdout=open(output + ".log", "w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def finetune_seeds(init, out_dir, seeds, extra=()):
+    pending = list(seeds)
+    while pending:
+        batch, pending = pending[:2], pending[2:]
+        procs = [(seed, finetune(init, f"{out_dir}/seed{seed}", seed, extra)) for seed in batch]
+        for seed, proc in procs:
+            if proc is not None and proc.wait() != 0:
+                sys.exit(f"[study] fine-tuning {out_dir}/seed{seed} failed; see {out_dir}/seed{seed}.log")
+    scores = []
+    for seed in seeds:
+        with open(f"{out_dir}/seed{seed}/metrics.json") as f:
+            scores.append(json.load(f)["test"]["macro_f1"])
+    return scores
+
+
+def fortunes_corpus():
+    db = os.path.join(STUDY, "fortunes-corpus")
+    if not os.path.exists(os.path.join(db, "CURRENT")):
+        run([BERTCTL, "prepare", "--input", f"{FORTUNES}/train.jsonl", "--vocab", VOCAB, "--db", db],
+            os.path.join(STUDY, "fortunes-corpus.log"))
+    return db
+
+
+def fmt(scores):
+    mean = statistics.mean(scores)
+    spread = (max(scores) - min(scores)) / 2 if len(scores) > 1 else 0
+    return f"{mean:.4f} ± {spread:.4f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="recipes to run (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    args = parser.parse_args()
+    os.makedirs(STUDY, exist_ok=True)
+    rows = []
+    results = {}
+    for name, what, overrides, base in RECIPES:
+        if args.only and name not in args.only:
+            continue
+        init_from = db = None
+        if base:
+            done = [r for r in rows if r["base"] is None]
+            if not done:
+                sys.exit(f"[study] {name} continues the best row: run it with the others")
+            best = max(done, key=lambda r: statistics.mean(r["scores"]))
+            init_from = os.path.join(STUDY, best["name"])
+            db = fortunes_corpus()
+            what = what.replace("the best row", f"`{best['name']}`")
+        figures = pretrain(name, overrides, init_from, db)
+        scores = finetune_seeds(os.path.join(STUDY, name), os.path.join(STUDY, name + "-ft"), args.seeds)
+        rows.append({"name": name, "what": what, "base": base, "scores": scores, **figures})
+        results[name] = scores
+        print(f"[study] {name}: MLM accuracy {figures['mlm_accuracy']:.3f}, test macro-F1 {fmt(scores)}", flush=True)
+    scratch = finetune_seeds("none", os.path.join(STUDY, "scratch-ft"), args.seeds,
+                             ["--vocab", VOCAB, "--model", "configs/models/bert-tiny-8k.json"])
+    tfidf_path = os.path.join(STUDY, "tfidf-metrics.json")
+    subprocess.check_call([sys.executable, "scripts/tfidf_baseline.py", "--train", f"{FORTUNES}/train.jsonl",
+                           "--dev", f"{FORTUNES}/dev.jsonl", "--test", f"{FORTUNES}/test.jsonl",
+                           "--output", tfidf_path], cwd=ROOT, stdout=subprocess.DEVNULL)
+    with open(tfidf_path) as f:
+        tfidf = json.load(f)["test"]["macro_f1"]
+    lines = ["| recipe | what changes | steps | pretraining s | tokens seen | final MLM acc | "
+             "test macro-F1 (mean ± half-range) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['what']} | {r['steps']} | {r['elapsed_s']:.0f} | {r['tokens'] / 1e6:.2f}M | "
+                     f"{r['mlm_accuracy']:.3f} | {fmt(r['scores'])} |")
+    lines.append(f"| scratch | no pretraining | 0 | 0 | 0 | | {fmt(scratch)} |")
+    lines.append(f"| TF-IDF + LR | word 1-2 grams, C on dev | | | | | {tfidf:.4f} |")
+    table = "\n".join(lines)
+    with open(os.path.join(STUDY, "table.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
