@@ -12,9 +12,14 @@
 //     writes that resolved config and starts it.
 //   bert-worker --predict --model DIR --input FILE --output FILE
 //     labels texts with a fine-tuned HF directory (worker/finetune/finetune_predict.h).
+//   bert-worker --fill-mask --model DIR --text "a [MASK] b" [--top-k K] [--json]
+//     the MLM head's top tokens for each [MASK] (worker/train/fill_mask.h).
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <iostream>
+
+#include <nlohmann/json.hpp>
 
 #include "common/logging.h"
 #include "common/protocol.h"
@@ -22,6 +27,7 @@
 #include "finetune/finetune_config.h"
 #include "worker/train/distributed_pretrain.h"
 #include "worker/finetune/finetune_predict.h"
+#include "worker/train/fill_mask.h"
 #include "worker/finetune/finetune_trainer.h"
 #include "worker/train/local_pretrain.h"
 #include "worker/comm/mpi_communicator.h"
@@ -127,6 +133,42 @@ int RunFinetuneMode(const std::string& path) {
   return bert::kExitOk;
 }
 
+// Prints each text, then per [MASK] its top candidates ("--json": one JSON
+// line per text).
+int RunFillMaskMode(const std::string& model, const std::vector<std::string>& texts, int32_t top_k, bool json) {
+  bert::Result<std::vector<bert::FillMaskResult>> filled = bert::FillMask(model, texts, top_k);
+  if (!filled.ok()) {
+    LOG(ERROR) << "[fill-mask] " << filled.status().message();
+    return bert::kExitUsage;
+  }
+  for (const bert::FillMaskResult& result : *filled) {
+    if (json) {
+      nlohmann::json masks = nlohmann::json::array();
+      for (size_t m = 0; m < result.candidates.size(); ++m) {
+        nlohmann::json candidates = nlohmann::json::array();
+        for (const bert::FillMaskCandidate& c : result.candidates[m]) {
+          candidates.push_back({{"token", c.token}, {"id", c.id}, {"probability", c.probability}});
+        }
+        masks.push_back({{"position", result.mask_positions[m]}, {"candidates", candidates}});
+      }
+      std::printf("%s\n", nlohmann::json({{"text", result.text}, {"tokens", result.tokens}, {"masks", masks}})
+                              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                              .c_str());
+      continue;
+    }
+    std::printf("%s\n", result.text.c_str());
+    for (size_t m = 0; m < result.candidates.size(); ++m) {
+      std::printf("  [MASK] %zu (token %d):", m + 1, result.mask_positions[m]);
+      for (const bert::FillMaskCandidate& c : result.candidates[m]) {
+        std::printf("  %s %.4f", c.token.c_str(), c.probability);
+      }
+      std::printf("\n");
+    }
+  }
+  std::fflush(stdout);
+  return bert::kExitOk;
+}
+
 int RunPredictMode(const bert::PredictOptions& options) {
   bert::PredictOutcome outcome = bert::RunPredict(options);
   if (!outcome.status.ok()) {
@@ -168,7 +210,15 @@ int main(int argc, char** argv) {
   bert::PredictOptions predict_options;
   std::string predict_format = "auto";
   app.add_flag("--predict", predict, "Label --input with the fine-tuned model --model into --output (JSON lines)");
-  app.add_option("--model", predict_options.model_dir, "--predict: fine-tuned HF directory");
+  bool fill_mask = false, fill_mask_json = false;
+  std::vector<std::string> fill_mask_texts;
+  int32_t top_k = 5;
+  app.add_flag("--fill-mask", fill_mask, "Print the top tokens for each [MASK] of --text with the model --model");
+  app.add_option("--text", fill_mask_texts, "--fill-mask: a text with [MASK] (repeatable)");
+  app.add_option("--top-k", top_k, "--fill-mask: candidates per [MASK]")->capture_default_str();
+  app.add_flag("--json", fill_mask_json, "--fill-mask: one JSON line per text");
+  app.add_option("--model", predict_options.model_dir,
+                 "--predict: fine-tuned HF directory; --fill-mask: run, checkpoint or HF directory");
   app.add_option("--input", predict_options.input, "--predict: examples (JSONL, CSV or TSV)");
   app.add_option("--output", predict_options.output, "--predict: predictions, one JSON line per example");
   app.add_option("--format", predict_format, "--predict: auto, jsonl, csv or tsv")->capture_default_str();
@@ -218,6 +268,13 @@ int main(int argc, char** argv) {
   if (!finetune_path.empty()) {
     bert::MpiEnvironment mpi(&argc, &argv);
     return RunFinetuneMode(finetune_path);
+  }
+  if (fill_mask) {
+    if (predict_options.model_dir.empty()) {
+      LOG(ERROR) << "[fill-mask] --model is required";
+      return bert::kExitUsage;
+    }
+    return RunFillMaskMode(predict_options.model_dir, fill_mask_texts, top_k, fill_mask_json);
   }
   if (predict) {
     bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);

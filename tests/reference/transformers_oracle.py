@@ -22,6 +22,13 @@ Usage: transformers_oracle.py MODEL_DIR INPUT.jsonl [--text-field text] [--pair-
   and "pooled" [B, H]. Prints {"hidden_max_diff": ..., "pooled_max_diff":
   ..., "hidden_max_abs": ..., "tokens": N}.
 
+       transformers_oracle.py MODEL_DIR --fill-mask FILLED.jsonl
+  BertForPreTraining's MLM head and AutoTokenizer from MODEL_DIR on the texts of
+  `bertctl fill-mask --json` output: the same tokens, and at each [MASK]
+  the same top-k tokens with the probabilities compared. Prints
+  {"texts": N, "masks": M, "max_prob_diff": ..., "tokens_equal": bool,
+  "top_equal": bool}.
+
 Runs offline (HF_HUB_OFFLINE=1): nothing is downloaded. Needs the project venv.
 """
 
@@ -129,12 +136,44 @@ def main_encoder(args):
                       "hidden_max_abs": hidden_abs, "tokens": tokens}))
 
 
+def main_fill_mask(args):
+    # A pretraining export: BertForPreTraining (BertForMaskedLM would call
+    # its pooler and NSP head unexpected); its MLM logits are the same head's.
+    model = load(transformers.BertForPreTraining, args.model_dir)
+    with contextlib.redirect_stdout(sys.stderr):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(args.model_dir)
+    with open(args.fill_mask) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    texts = masks = 0
+    max_diff = 0.0
+    tokens_equal = top_equal = True
+    for record in records:
+        encoded = tokenizer(record["text"], return_tensors="pt")
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
+        tokens_equal &= tokens == record["tokens"]
+        with torch.no_grad():
+            logits = model(**encoded).prediction_logits[0]
+        probabilities = torch.softmax(logits.double(), dim=-1)
+        for mask in record["masks"]:
+            ours = mask["candidates"]
+            theirs = probabilities[mask["position"]]
+            top = torch.topk(theirs, len(ours)).indices.tolist()
+            top_equal &= top == [c["id"] for c in ours]
+            for c in ours:
+                max_diff = max(max_diff, abs(theirs[c["id"]].item() - c["probability"]))
+            masks += 1
+        texts += 1
+    print(json.dumps({"texts": texts, "masks": masks, "max_prob_diff": max_diff, "tokens_equal": tokens_equal,
+                      "top_equal": top_equal}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?")
     parser.add_argument("--pretraining", metavar="CASE.json")
     parser.add_argument("--encoder", metavar="CASE.json")
+    parser.add_argument("--fill-mask", metavar="FILLED.jsonl")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--pair-field")
     args = parser.parse_args()
@@ -143,6 +182,8 @@ def main():
         return main_pretraining(args)
     if args.encoder:
         return main_encoder(args)
+    if args.fill_mask:
+        return main_fill_mask(args)
     if args.input is None:
         fail("give INPUT.jsonl, --pretraining CASE.json or --encoder CASE.json")
     main_classification(args)

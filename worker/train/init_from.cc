@@ -5,8 +5,6 @@
 #include <sstream>
 #include <vector>
 
-#include "interop/pretrained.h"
-
 namespace bert {
 namespace {
 
@@ -22,26 +20,23 @@ bool StartsWith(const std::string& text, const std::string& prefix) { return tex
 
 }  // namespace
 
-Status InitializeFromPretrained(const std::string& path, BertForPreTraining* model) {
-  Result<PretrainedModel> pretrained = LoadPretrained(path, /*with_weights=*/true);
-  if (!pretrained.ok()) return Status::InvalidArgument("train.init_from: " + pretrained.status().message());
-  const std::string& source = pretrained->path;
+Status CopyPretrainedWeights(const PretrainedModel& pretrained, BertForPreTraining* model,
+                             std::vector<std::string>* kept) {
+  const std::string& source = pretrained.path;
   FlatParameters& params = model->parameters();
   std::vector<bool> copied(params.size(), false);
   torch::NoGradGuard no_grad;
-  for (const NamedTensor& tensor : pretrained->tensors) {
+  for (const NamedTensor& tensor : pretrained.tensors) {
     if (StartsWith(tensor.name, "classifier.")) continue;  // a fine-tuned model's head
     const int64_t index = params.IndexOf(tensor.name);
     if (index < 0) {
-      LOG(WARNING) << "[worker] train.init_from: " << source << ": tensor " << tensor.name
-                   << " is not part of the pretraining model; ignored";
+      LOG(WARNING) << "[worker] " << source << ": tensor " << tensor.name << " is not part of the model; ignored";
       continue;
     }
     const std::vector<int64_t>& shape = params.slot(index).spec.shape;
     if (tensor.shape != shape) {
-      return Status::InvalidArgument("train.init_from: " + source + ": tensor " + tensor.name + " has shape " +
-                                     ShapeText(tensor.shape) + ", the run's model needs " + ShapeText(shape) +
-                                     " (set `model:` to the config this model was trained with)");
+      return Status::InvalidArgument(source + ": tensor " + tensor.name + " has shape " + ShapeText(tensor.shape) +
+                                     ", the model needs " + ShapeText(shape));
     }
     CHECK_EQ(tensor.values.size(), static_cast<size_t>(params.slot(index).numel));
     const torch::Tensor values =
@@ -49,24 +44,35 @@ Status InitializeFromPretrained(const std::string& path, BertForPreTraining* mod
     params.param(index).detach().view({-1}).copy_(values);  // to the parameters' device and dtype
     copied[index] = true;
   }
-  std::string kept;
-  int64_t num_copied = 0;
+  kept->clear();
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string& name = params.slot(i).spec.name;
-    if (copied[i]) {
-      ++num_copied;
-      continue;
-    }
+    if (copied[i]) continue;
     if (StartsWith(name, "bert.") && !StartsWith(name, "bert.pooler.")) {
-      return Status::InvalidArgument("train.init_from: " + source + ": tensor " + name + " is missing");
+      return Status::InvalidArgument(source + ": tensor " + name + " is missing");
     }
-    kept += (kept.empty() ? "" : ", ") + name;
+    kept->push_back(name);
+  }
+  return Status::Ok();
+}
+
+Status InitializeFromPretrained(const std::string& path, BertForPreTraining* model) {
+  Result<PretrainedModel> pretrained = LoadPretrained(path, /*with_weights=*/true);
+  if (!pretrained.ok()) return Status::InvalidArgument("train.init_from: " + pretrained.status().message());
+  std::vector<std::string> kept;
+  Status copied = CopyPretrainedWeights(*pretrained, model, &kept);
+  if (!copied.ok()) {
+    return Status::InvalidArgument("train.init_from: " + copied.message() +
+                                   " (set `model:` to the config it was trained with)");
   }
   if (!kept.empty()) {
-    LOG(WARNING) << "[worker] train.init_from: " << source << " has no " << kept
+    std::string names;
+    for (const std::string& name : kept) names += (names.empty() ? "" : ", ") + name;
+    LOG(WARNING) << "[worker] train.init_from: " << pretrained->path << " has no " << names
                  << "; those start from train.init_seed's weights";
   }
-  LOG(INFO) << "[worker] initialised " << num_copied << " of " << params.size() << " tensors from " << source;
+  LOG(INFO) << "[worker] initialised " << model->parameters().size() - kept.size() << " of "
+            << model->parameters().size() << " tensors from " << pretrained->path;
   return Status::Ok();
 }
 

@@ -14,11 +14,21 @@
 
 #include <string>
 
+#include <vector>
+
 #include "common/status.h"
+#include "interop/pretrained.h"
 #include "worker/model/bert_heads.h"
 
 namespace bert {
 
 Status InitializeFromPretrained(const std::string& path, BertForPreTraining* model);
+
+// The copy itself: `pretrained`'s tensors into `model` by name (classifier.*
+// ignored, names the model lacks warned about). Fails naming a tensor of
+// another shape or a missing encoder tensor; `kept` gets the model's tensors
+// the directory does not have (the pooler, heads), which keep their values.
+Status CopyPretrainedWeights(const PretrainedModel& pretrained, BertForPreTraining* model,
+                             std::vector<std::string>* kept);
 
 }  // namespace bert

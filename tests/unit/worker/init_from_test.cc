@@ -72,7 +72,7 @@ TEST(InitFromTest, AnotherShapeOrAMissingDirectoryIsRefusedByName) {
   Status refused = InitializeFromPretrained(tmp.path() + "/wide", &model);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.message().find("train.init_from: "), std::string::npos) << refused.message();
-  EXPECT_NE(refused.message().find("intermediate.dense.weight has shape [128, 32], the run's model needs [64, 32]"),
+  EXPECT_NE(refused.message().find("intermediate.dense.weight has shape [128, 32], the model needs [64, 32]"),
             std::string::npos)
       << refused.message();
   refused = InitializeFromPretrained(tmp.path() + "/none", &model);
