@@ -46,6 +46,7 @@ struct PretrainArgs {
   uint32_t workers = 1;
   std::string name;                        // also the run dir runs/NAME
   int64_t steps = 0;                       // 0: the config's train.steps
+  std::string time_budget;                 // "": the config's train.time_budget
   std::string bind = "tcp://127.0.0.1:*";  // the coordinator's endpoint
   std::string mpirun_args;                 // extra mpirun flags, split on whitespace
   std::string coordinator_args;            // extra bert-coordinator flags, split on whitespace
@@ -86,6 +87,11 @@ Result<RunConfig> ResolveConfig(const PretrainArgs& args) {
   if (args.steps > 0) {
     config.train.steps = args.steps;
     config.train.warmup_steps = std::min(config.train.warmup_steps, args.steps);
+  }
+  if (!args.time_budget.empty()) {
+    Result<int64_t> budget = ParseTimeBudget(args.time_budget);
+    if (!budget.ok()) return Status::InvalidArgument("--time-budget: " + budget.status().message());
+    config.train.time_budget_s = *budget;
   }
   config.run_dir = Absolute(config.run_dir);
   config.model = Absolute(config.model);
@@ -274,7 +280,11 @@ int RunPretrain(const PretrainArgs& args) {
   fs::remove(endpoint_path, ec);  // a stale one would point the workers at a dead port
   LOG(INFO) << "[pretrain] run " << config->name << " in " << run_dir << " ("
             << (*resumed ? "resuming: config unchanged" : "new") << "): " << args.workers << " workers, "
-            << config->train.steps << " steps of " << config->train.global_batch_size << " samples";
+            << (config->train.time_budget_s > 0
+                    ? "time budget " + FormatTimeBudget(config->train.time_budget_s) + " (at most " +
+                          std::to_string(config->train.steps) + " steps)"
+                    : std::to_string(config->train.steps) + " steps")
+            << " of " << config->train.global_batch_size << " samples";
   InstallSupervisorSignals();
   Status subreaper = BecomeSubreaper();  // ranks outliving mpirun come back to us
   if (!subreaper.ok()) LOG(WARNING) << "[pretrain] " << subreaper.message();
@@ -363,6 +373,9 @@ std::function<int()> SetupPretrain(CLI::App& app) {
   cmd->add_option("--name", args->name, "Run name; the run directory becomes runs/NAME");
   cmd->add_option("--steps", args->steps, "Optimizer steps (override train.steps; warmup clamped to it)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--time-budget", args->time_budget,
+                  "Wall-clock training budget, e.g. 30m or 1h30m (override train.time_budget): the learning rate "
+                  "decays over it and the run ends with a final checkpoint when it is spent; train.steps is then a cap");
   cmd->add_option("--bind", args->bind, "Coordinator endpoint; port * picks a free one")->capture_default_str();
   cmd->add_option("--mpirun-args", args->mpirun_args, "Extra mpirun flags, e.g. \"-x OMP_NUM_THREADS=1\"");
   cmd->add_option("--coordinator-args", args->coordinator_args,

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -34,6 +35,56 @@ std::string Got(T value) {
 
 }  // namespace
 
+Result<int64_t> ParseTimeBudget(const std::string& text) {
+  const auto bad = [&] {
+    return Status::InvalidArgument("not a duration: '" + OneLineText(text) +
+                                   "' (write e.g. 30m, 1h30m, 90s or 2d; a bare number is seconds)");
+  };
+  if (text.empty()) return int64_t{0};
+  int64_t total = 0;
+  size_t i = 0;
+  std::string units_seen;
+  while (i < text.size()) {
+    if (!std::isdigit(static_cast<unsigned char>(text[i]))) return bad();
+    int64_t value = 0;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) {
+      value = value * 10 + (text[i] - '0');
+      if (value > int64_t{1} << 40) return bad();
+      ++i;
+    }
+    int64_t unit = 1;
+    if (i < text.size()) {
+      const char u = text[i++];
+      unit = u == 'd' ? 86400 : u == 'h' ? 3600 : u == 'm' ? 60 : u == 's' ? 1 : 0;
+      // Units at most once each, largest first (1h30m, not 30m1h).
+      const std::string order = "dhms";
+      if (unit == 0 || units_seen.find(u) != std::string::npos ||
+          (!units_seen.empty() && order.find(u) < order.find(units_seen.back()))) {
+        return bad();
+      }
+      units_seen += u;
+    } else if (!units_seen.empty()) {
+      return bad();  // "1h30": say the unit
+    }
+    total += value * unit;
+    if (total > int64_t{1} << 40) return bad();
+  }
+  return total;
+}
+
+std::string FormatTimeBudget(int64_t seconds) {
+  if (seconds <= 0) return "";
+  std::string out;
+  const std::pair<int64_t, char> units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+  for (const auto& [size, name] : units) {
+    if (seconds >= size) {
+      out += std::to_string(seconds / size) + name;
+      seconds %= size;
+    }
+  }
+  return out;
+}
+
 Status RunConfig::Validate() const {
   const TrainConfig& t = train;
   const DataConfig& d = data;
@@ -54,6 +105,8 @@ Status RunConfig::Validate() const {
       Check(t.global_batch_size >= 1, "train.global_batch_size", "must be >= 1" + Got(t.global_batch_size)),
       Check(t.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0 (0: global / world size)" + Got(t.micro_batch_size)),
       Check(t.steps >= 1, "train.steps", "must be >= 1" + Got(t.steps)),
+      Check(t.time_budget_s >= 0 && t.time_budget_s <= 366 * 86400, "train.time_budget",
+            "must be in [1s, 366d] (empty: no budget)" + Got(t.time_budget_s)),
       Check(t.optimizer == "adamw" || t.optimizer == "lamb", "train.optimizer", "must be adamw or lamb, got " + t.optimizer),
       Check(t.lr > 0 && t.lr < 1, "train.lr", "must be in (0, 1)" + Got(t.lr)),
       Check(t.weight_decay >= 0 && t.weight_decay < 1, "train.weight_decay", "must be in [0, 1)" + Got(t.weight_decay)),
@@ -122,6 +175,14 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("global_batch_size", &t.global_batch_size);
   train.Get("micro_batch_size", &t.micro_batch_size);
   train.Get("steps", &t.steps);
+  std::string budget = FormatTimeBudget(t.time_budget_s);
+  train.Get("time_budget", &budget);
+  Result<int64_t> budget_s = ParseTimeBudget(budget);
+  if (budget_s.ok()) {
+    t.time_budget_s = *budget_s;
+  } else if (error.ok()) {
+    error = Status::InvalidArgument("train.time_budget: " + budget_s.status().message());
+  }
   train.Get("optimizer", &t.optimizer);
   train.Get("lr", &t.lr);
   train.Get("weight_decay", &t.weight_decay);
@@ -210,6 +271,7 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "global_batch_size" << YAML::Value << train.global_batch_size;
   out << YAML::Key << "micro_batch_size" << YAML::Value << train.micro_batch_size;
   out << YAML::Key << "steps" << YAML::Value << train.steps;
+  out << YAML::Key << "time_budget" << YAML::Value << Quoted{FormatTimeBudget(train.time_budget_s)};
   out << YAML::Key << "optimizer" << YAML::Value << train.optimizer;
   out << YAML::Key << "lr" << YAML::Value << train.lr;
   out << YAML::Key << "weight_decay" << YAML::Value << train.weight_decay;

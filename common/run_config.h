@@ -38,7 +38,13 @@ struct DataConfig {
 struct TrainConfig {
   int64_t global_batch_size = 32;  // samples per optimizer step, all ranks and micro-batches together
   int64_t micro_batch_size = 0;    // samples per forward pass per rank; 0 = global / world size
-  int64_t steps = 1000;            // optimizer steps in the run
+  int64_t steps = 1000;            // optimizer steps in the run (with time_budget_s: at most)
+  // Wall-clock training budget in seconds (YAML: train.time_budget, e.g. 30m,
+  // 1h30m, 90s; empty: none). The learning rate decays over the budget's
+  // time instead of over train.steps (warmup stays in steps), and the run
+  // ends with a final checkpoint once the budget is spent. Seconds are summed
+  // over the run's sessions, so a resumed run spends only what is left.
+  int64_t time_budget_s = 0;
   std::string optimizer = "adamw"; // adamw | lamb
   double lr = 1e-4;                // peak learning rate
   double weight_decay = 0.01;      // decoupled; biases and LayerNorm are exempt
@@ -90,6 +96,12 @@ struct RunConfig {
   Status Validate() const;
   std::string ToYaml() const;
 };
+
+// "30m", "1h30m", "90s", "2d", "45" (seconds) -> seconds; "" -> 0. Errors
+// say what a duration looks like.
+Result<int64_t> ParseTimeBudget(const std::string& text);
+// The inverse for budgets >= 0: 5400 -> "1h30m", 45 -> "45s", 0 -> "".
+std::string FormatTimeBudget(int64_t seconds);
 
 // Loads and validates a YAML run config. Errors name the file and the key.
 Result<RunConfig> LoadRunConfig(const std::string& path);

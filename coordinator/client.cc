@@ -220,10 +220,19 @@ Status CoordinatorClient::Ack(uint64_t step, uint32_t micro, float loss, float s
   return Status::Ok();
 }
 
+Status CoordinatorClient::WaitForDone() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return done_ || end_reason_ != EndReason::kNone; });
+  queue_.clear();
+  if (end_reason_ != EndReason::kDone) return Status::FailedPrecondition(end_message_);
+  return Status::Ok();
+}
+
 Status CoordinatorClient::Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms,
-                              const StepFigures& figures) {
+                              const StepFigures& figures, bool ends_run) {
   proto::Envelope envelope = MakeEnvelope();
   proto::Ack* ack = envelope.mutable_ack();
+  if (ends_run) ack->set_ends_run(true);
   ack->set_step(step);
   ack->set_micro(micro);
   ack->set_loss(loss);

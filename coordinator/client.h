@@ -144,8 +144,14 @@ class CoordinatorClient {
   // The same with the step's figures. Figures out of their range (e.g. an
   // accuracy of NaN) are left out, with a warning, so that the Ack itself
   // still counts.
+  // ends_run: the run's time budget is spent, step + 1 is its last
+  // (proto::Ack.ends_run).
   Status Ack(uint64_t step, uint32_t micro, float loss, float step_time_ms, float data_wait_ms,
-             const StepFigures& figures);
+             const StepFigures& figures, bool ends_run = false);
+  // After the last step of a run that ended early (its time budget): drops
+  // the batches prefetched beyond it and waits for the coordinator's Done;
+  // an error when aborted or lost instead.
+  Status WaitForDone();
   // Tells the coordinator a checkpoint shard is durable. Any thread; never
   // blocks on the network.
   Status ReportShardDurable(const ShardReport& report);

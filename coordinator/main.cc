@@ -267,6 +267,8 @@ int Serve(Args& args) {
   // Training state is as new as the latest good checkpoint: resume there.
   std::optional<uint64_t> resume_at;
   std::string resume_checkpoint;
+  double budget_used_s = 0;
+  options.time_budget_s = config->train.time_budget_s;
   if (!args.without_checkpoints) {
     bert::CheckpointStore store(run_dir);
     std::vector<std::string> skipped;
@@ -279,6 +281,17 @@ int Serve(Args& args) {
       }
       resume_at = latest->manifest.step;
       resume_checkpoint = bert::CheckpointStore::StepName(latest->manifest.step);
+      // A time-budget run: what its sessions have spent, and whether it is over.
+      const nlohmann::json& scheduler = latest->manifest.scheduler;
+      if (scheduler.is_object()) {
+        const nlohmann::json spent = scheduler.value("train_seconds", nlohmann::json(0.0));
+        if (spent.is_number()) budget_used_s = spent.get<double>();
+        if (scheduler.value("budget_spent", false) == true) {
+          options.budget_end_step = latest->manifest.step;
+          LOG(INFO) << "[coord] " << latest->dir << ": the run's time budget was spent at step "
+                    << latest->manifest.step << "; the run is complete (a new budget needs a new run)";
+        }
+      }
     } else if (latest.status().code() == bert::Status::Code::kNotFound) {
       resume_at = 0;
     } else {
@@ -319,6 +332,8 @@ int Serve(Args& args) {
   });
   bert::CheckpointCommitter committer(committer_options, [&](uint64_t step) -> uint64_t {
     auto location = epochs.Locate(step >= options.total_steps ? step - 1 : step);
+    // A time budget's last step: its next step's samples may not be built.
+    if (!location.ok() && step > 0) location = epochs.Locate(step - 1);
     return location.ok() ? location->epoch : 0;
   });
   if (resume_at) committer.SetResumedFrom(*resume_at);
@@ -347,6 +362,8 @@ int Serve(Args& args) {
   board_options.heartbeat_timeout_ms = options.heartbeat_timeout_ms;
   board_options.straggler_factor = args.straggler_factor;
   board_options.straggler_steps = args.straggler_steps;
+  board_options.time_budget_s = config->train.time_budget_s;
+  board_options.budget_used_s = budget_used_s;
   bert::StatusBoard board(board_options, bert::MonotonicMs());
   bert::Status metrics_opened = board.OpenMetricsFile();
   if (!metrics_opened.ok()) return Fail(metrics_opened);

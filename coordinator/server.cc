@@ -8,6 +8,7 @@
 
 #include "common/file_util.h"
 #include "common/logging.h"
+#include "common/run_config.h"
 
 namespace bert {
 namespace {
@@ -53,6 +54,7 @@ Server::Server(const ServerOptions& options, const DataSource& data, const Dispa
       tracker_(ledger->cursor(), uint64_t{geometry.world_size} * geometry.micro_batches),
       streams_(geometry.world_size) {
   stats_.start_step = stats_.cursor = ledger->cursor();
+  end_step_ = options.budget_end_step > 0 ? std::min(options.budget_end_step, options.total_steps) : options.total_steps;
   for (uint32_t rank = 0; rank < geometry.world_size; ++rank) {
     streams_[rank].next_send = streams_[rank].next_request = BatchKey{ledger->cursor(), rank, 0};
   }
@@ -217,6 +219,24 @@ void Server::HandleAck(uint32_t rank, const proto::Ack& ack) {
                        "Ack of step " + std::to_string(ack.step()) + " micro " + std::to_string(ack.micro()) +
                            ", which is not in flight to rank " + std::to_string(rank));
   }
+  if (ack.ends_run()) {
+    const uint64_t end = ack.step() + 1;
+    if (options_.time_budget_s <= 0) {
+      return CountReject(Reject::kBadField, identity, "Ack.ends_run, but this run has no train.time_budget");
+    }
+    if (end != end_step_) {
+      if (end_step_ != options_.total_steps) {
+        return CountReject(Reject::kBadField, identity,
+                           "Ack.ends_run at step " + std::to_string(end) + ", but the run ends at step " +
+                               std::to_string(end_step_));
+      }
+      end_step_ = end;
+      if (options_.committer != nullptr) options_.committer->Request(end_step_);
+      if (options_.board) options_.board->OnEndStep(end_step_);
+      LOG(INFO) << "[coord] time budget " << FormatTimeBudget(options_.time_budget_s) << " spent: step " << end_step_
+                << " of at most " << options_.total_steps << " is the run's last; no batch after it is sent";
+    }
+  }
   ++stats_.acks;
   const bool cursor_moved = tracker_.Ack(ack.step());
   const Status recorded =
@@ -241,7 +261,7 @@ void Server::HandleShardDurable(uint32_t rank, const proto::ShardDurable& shard)
     LOG(ERROR) << "[coord] checkpoint of step " << shard.step() << " not committed: " << committed.status().message();
     // Without the final checkpoint the run cannot complete; an earlier one
     // only means a longer way back after a failure.
-    if (shard.step() >= options_.total_steps && fatal_.ok()) fatal_ = committed.status();
+    if (shard.step() >= end_step_ && fatal_.ok()) fatal_ = committed.status();
     return;
   }
   if (!committed->has_value()) return;
@@ -285,7 +305,7 @@ void Server::RequestAhead(uint32_t rank) {
     return (stream.next_request.step - stream.next_send.step) * geometry_.micro_batches + stream.next_request.micro -
            stream.next_send.micro;
   };
-  while (stream.next_request.step < options_.total_steps && ahead() < window) {
+  while (stream.next_request.step < end_step_ && ahead() < window) {
     builder_->Request(stream.next_request);
     Advance(&stream.next_request);
   }
@@ -294,7 +314,7 @@ void Server::RequestAhead(uint32_t rank) {
 void Server::SendBatches() {
   for (uint32_t rank = 0; rank < geometry_.world_size; ++rank) {
     if (registry_.Find(rank) == nullptr) continue;
-    const uint64_t end_step = stop_at_step_ > 0 ? std::min(stop_at_step_, options_.total_steps) : options_.total_steps;
+    const uint64_t end_step = stop_at_step_ > 0 ? std::min(stop_at_step_, end_step_) : end_step_;
     while (streams_[rank].credits > 0 && streams_[rank].next_send.step < end_step && SendNext(rank)) {
     }
   }
@@ -364,9 +384,12 @@ void Server::SendHeartbeats(int64_t now_ms) {
 
 int Server::CheckRunState(int64_t now_ms) {
   if (!fatal_.ok()) return Finish(kExitError, fatal_.message());
-  if (tracker_.cursor() >= options_.total_steps && registry_.AllRegistered() &&
-      (options_.committer == nullptr || options_.committer->final_committed())) {
-    return Finish(kExitOk, "all " + std::to_string(options_.total_steps) + " steps acknowledged" +
+  if (tracker_.cursor() >= end_step_ && registry_.AllRegistered() &&
+      (options_.committer == nullptr || options_.committer->last_committed_step() >= end_step_)) {
+    const std::string budget = end_step_ < options_.total_steps
+                                   ? "time budget " + FormatTimeBudget(options_.time_budget_s) + " spent: "
+                                   : "";
+    return Finish(kExitOk, budget + "all " + std::to_string(end_step_) + " steps acknowledged" +
                                (options_.committer ? ", final checkpoint committed" : ""));
   }
   if (std::optional<uint32_t> dead = registry_.FirstDead(now_ms, options_.heartbeat_timeout_ms)) {
@@ -402,7 +425,7 @@ int Server::CheckpointAndStop() {
     // is sent. Every rank has finished `cursor` steps, so the step is later.
     uint64_t step = 0;
     for (const RankStream& stream : streams_) step = std::max(step, stream.next_send.step + 1);
-    stop_at_step_ = std::min(step, options_.total_steps);
+    stop_at_step_ = std::min(step, end_step_);
     preempt_first_step_ = std::min(tracker_.cursor() + 1, stop_at_step_);
     options_.committer->RequestOneOf(preempt_first_step_, stop_at_step_);  // its shards are expected
     proto::Envelope envelope = MakeEnvelope();
@@ -413,7 +436,7 @@ int Server::CheckpointAndStop() {
                  << "); no batch after that is sent; stopping once it is committed";
   }
   // The final step's checkpoint completes the run (CheckRunState) instead.
-  if (stats_.last_checkpoint_step >= preempt_first_step_ && stats_.last_checkpoint_step < options_.total_steps) {
+  if (stats_.last_checkpoint_step >= preempt_first_step_ && stats_.last_checkpoint_step < end_step_) {
     return Finish(kExitPreempted, "checkpoint-and-stop (SIGUSR1): checkpoint of step " +
                                       std::to_string(stats_.last_checkpoint_step) +
                                       " committed; the run resumes from it");
@@ -424,7 +447,7 @@ int Server::CheckpointAndStop() {
 int Server::Finish(int exit_code, const std::string& reason, int dead_rank) {
   proto::Envelope envelope = MakeEnvelope();
   if (exit_code == kExitOk) {
-    envelope.mutable_done()->set_final_step(options_.total_steps);
+    envelope.mutable_done()->set_final_step(end_step_);
   } else {
     envelope.mutable_abort()->set_reason("coordinator: " + reason);
     envelope.mutable_abort()->set_dead_rank(dead_rank);

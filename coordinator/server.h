@@ -56,6 +56,12 @@ struct ServerOptions {
   std::string bind = "tcp://127.0.0.1:*";   // ZeroMQ endpoint; port * = any free port
   std::string run_id;                       // workers must present it
   uint64_t total_steps = 0;                 // the run is complete when all are acknowledged
+  // train.time_budget (seconds; 0: none): the ranks may end the run earlier,
+  // at the step their Acks mark (Ack.ends_run), once its checkpoint commits.
+  int64_t time_budget_s = 0;
+  // A run whose time budget was spent at this step (its latest checkpoint
+  // says so): complete there; 0: not so.
+  uint64_t budget_end_step = 0;
   uint32_t prefetch = 4;                    // batches in flight per worker (credits)
   BuilderOptions builder;
   int heartbeat_interval_ms = 500;          // both ways
@@ -175,6 +181,9 @@ class Server {
   // [preempt_first_step_, stop_at_step_]; no batch of stop_at_step_ or later
   // is sent (0: none ordered).
   uint64_t stop_at_step_ = 0, preempt_first_step_ = 0;
+  // The run's last step: options.total_steps, or earlier once its time
+  // budget is spent (Ack.ends_run, or options.budget_end_step).
+  uint64_t end_step_ = 0;
   int64_t start_ms_ = 0, last_heartbeat_ms_ = 0, last_progress_ms_ = 0;
   uint64_t last_progress_samples_ = 0, last_progress_bytes_ = 0, last_progress_cursor_ = 0;
 };

@@ -31,7 +31,7 @@ constexpr double kMinBusyMsForStragglers = 1.0;
 }  // namespace
 
 StatusBoard::StatusBoard(StatusBoardOptions options, int64_t now_ms)
-    : options_(std::move(options)), start_ms_(now_ms), workers_(options_.world_size) {
+    : options_(std::move(options)), total_steps_(options_.total_steps), start_ms_(now_ms), workers_(options_.world_size) {
   cursor_ = options_.start_step;
   if (!options_.resumed_from.empty()) {
     last_checkpoint_ = options_.resumed_from;
@@ -144,6 +144,11 @@ void StatusBoard::OnCheckpointCommitted(uint64_t step, const std::string& name) 
   last_checkpoint_ = name;
 }
 
+void StatusBoard::OnEndStep(uint64_t step) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  total_steps_ = step;
+}
+
 void StatusBoard::OnFinish(int exit_code, const std::string& reason, int dead_rank, int64_t now_ms) {
   std::lock_guard<std::mutex> lock(mutex_);
   exit_code_ = exit_code;
@@ -199,7 +204,7 @@ void StatusBoard::CompleteStep(uint64_t step, PendingStep pending, int64_t now_m
   AddToWindow(sample, pending);
   const uint64_t done = step + 1;
   const uint64_t every = static_cast<uint64_t>(std::max(1, options_.log_every_steps));
-  if (done % every == 0 || done == options_.total_steps) WriteMetricsLine(done, now_ms);
+  if (done % every == 0 || done == total_steps_) WriteMetricsLine(done, now_ms);
 }
 
 void StatusBoard::UpdateStragglers(uint64_t step, const std::vector<double>& busy_ms) {
@@ -322,7 +327,7 @@ std::string StatusBoard::State() const {
     if (!worker.registered) return "starting";
   }
   if (options_.checkpoints) {
-    const uint64_t scheduled = cursor_ >= options_.total_steps ? options_.total_steps
+    const uint64_t scheduled = cursor_ >= total_steps_ ? total_steps_
                                : options_.checkpoint_every > 0 ? cursor_ / options_.checkpoint_every *
                                                                      options_.checkpoint_every
                                                                : 0;
@@ -397,7 +402,12 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
     // None once the run has ended: 0 only when it is done, unknown when it
     // stopped early (a preempted run's time to go depends on its restart).
     if (!exit_code_) {
-      eta_s = per_step_s * static_cast<double>(options_.total_steps - cursor_);
+      eta_s = per_step_s * static_cast<double>(total_steps_ - cursor_);
+      if (options_.time_budget_s > 0) {  // whichever ends the run first
+        const double left = static_cast<double>(options_.time_budget_s) - options_.budget_used_s -
+                            static_cast<double>(at_ms - start_ms_) / 1e3;
+        eta_s = std::min(*eta_s, std::max(0.0, left));
+      }
     } else if (*exit_code_ == kExitOk) {
       eta_s = 0.0;
     }
@@ -425,13 +435,14 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
     if (w.straggler) stragglers.push_back(rank);
     workers.push_back(std::move(entry));
   }
-  const double total = static_cast<double>(std::max<uint64_t>(1, options_.total_steps));
+  const double total = static_cast<double>(std::max<uint64_t>(1, total_steps_));
   return Json{{"run", options_.run_id},
               {"state", State()},
               {"exit_code", exit_code_ ? Json(*exit_code_) : Json(nullptr)},
               {"exit_reason", exit_reason_},
               {"step", cursor_},
-              {"total_steps", options_.total_steps},
+              {"total_steps", total_steps_},
+              {"time_budget_s", options_.time_budget_s > 0 ? Json(options_.time_budget_s) : Json(nullptr)},
               {"progress", static_cast<double>(cursor_) / total},
               {"start_step", options_.start_step},
               {"epoch", epoch},

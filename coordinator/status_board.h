@@ -75,6 +75,8 @@ struct StatusBoardOptions {
   int straggler_steps = 5;           // ... this many steps in a row: a straggler
   size_t average_steps = 100;        // moving averages and rates over the last this many steps
   size_t max_history = 2048;         // dashboard points kept (thinned by halves when full)
+  int64_t time_budget_s = 0;         // train.time_budget; 0: none
+  double budget_used_s = 0;          // of it, what earlier sessions spent (the resumed checkpoint's)
 };
 
 class StatusBoard {
@@ -94,6 +96,8 @@ class StatusBoard {
   void OnAck(uint32_t rank, const proto::Ack& ack, uint64_t cursor, int64_t now_ms);
   void OnShardReported(uint64_t step);
   void OnCheckpointCommitted(uint64_t step, const std::string& name);
+  // The time budget is spent: `step` is the run's last (its total from now on).
+  void OnEndStep(uint64_t step);
   // The run ended with this exit code (common/protocol.h ExitCode).
   void OnFinish(int exit_code, const std::string& reason, int dead_rank, int64_t now_ms);
 
@@ -162,6 +166,7 @@ class StatusBoard {
   std::string WorkerState(const Worker& worker, int64_t now_ms) const;
 
   const StatusBoardOptions options_;
+  uint64_t total_steps_;  // options_.total_steps, or the step a spent time budget ended the run at
   const int64_t start_ms_;
   mutable std::mutex mutex_;  // guards everything below
   std::vector<Worker> workers_;

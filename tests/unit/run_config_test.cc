@@ -55,6 +55,45 @@ TEST(RunConfigTest, RecipeKeysParseAndRoundTrip) {
   EXPECT_EQ(c->data.objective, "mlm_sop");
 }
 
+// train.time_budget: durations as people write them, kept through the
+// resolved YAML; anything else is an error naming the key and the form.
+TEST(RunConfigTest, TimeBudgetParsesDurationsAndRoundTrips) {
+  EXPECT_EQ(*ParseTimeBudget("30m"), 1800);
+  EXPECT_EQ(*ParseTimeBudget("1h30m"), 5400);
+  EXPECT_EQ(*ParseTimeBudget("2d3h4m5s"), 2 * 86400 + 3 * 3600 + 4 * 60 + 5);
+  EXPECT_EQ(*ParseTimeBudget("45"), 45);
+  EXPECT_EQ(*ParseTimeBudget(""), 0);
+  for (const char* bad : {"30x", "m", "1h30", "30m1h", "1m1m", "-5m", "1.5h", "1 h", "99999999999999999d"}) {
+    EXPECT_FALSE(ParseTimeBudget(bad).ok()) << bad;
+  }
+  for (int64_t s : {1, 59, 60, 61, 3599, 3600, 5400, 86400, 90061, 366 * 86400}) {
+    EXPECT_EQ(*ParseTimeBudget(FormatTimeBudget(s)), s) << FormatTimeBudget(s);
+  }
+  EXPECT_EQ(FormatTimeBudget(5400), "1h30m");
+  Result<RunConfig> c = Parse(std::string(kMinimal) + "train:\n  time_budget: 1h30m\n  steps: 100000\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.time_budget_s, 5400);
+  Result<RunConfig> again = ParseRunConfig(c->ToYaml(), "resolved.yaml", "/elsewhere");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->train.time_budget_s, 5400);
+  EXPECT_EQ(again->ToYaml(), c->ToYaml());
+  c = Parse(std::string(kMinimal) + "train:\n  time_budget: 90\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.time_budget_s, 90);
+  c = Parse(std::string(kMinimal));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->train.time_budget_s, 0) << "no budget unless asked";
+  c = Parse(std::string(kMinimal) + "train:\n  time_budget: half an hour\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("train.time_budget: not a duration: 'half an hour' (write e.g. 30m"),
+            std::string::npos)
+      << c.status().message();
+  c = Parse(std::string(kMinimal) + "train:\n  time_budget: 400d\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("train.time_budget: must be in [1s, 366d]"), std::string::npos)
+      << c.status().message();
+}
+
 // A relative run_dir follows the rule of the other paths in the file
 // (relative to its directory), not the current directory.
 TEST(RunConfigTest, ARelativeRunDirIsRelativeToTheConfigFileLikeEveryPath) {

@@ -18,6 +18,7 @@
 #include "checkpoint/checkpoint.h"
 #include "common/file_util.h"
 #include "common/protocol.h"
+#include "common/run_config.h"
 #include "coordinator/client.h"
 #include "datapipe/random.h"
 #include "worker/model/bert_heads.h"
@@ -250,6 +251,13 @@ class DistributedLoop {
     BERT_RETURN_IF_ERROR(RestoreFromCheckpoint(*latest, &model_->parameters(), &trainer_->optimizer(),
                                                &model_->dropout_rng(), static_cast<uint32_t>(comm_->rank()),
                                                static_cast<uint32_t>(comm_->world_size())));
+    // The time the run's earlier sessions trained (a time budget's account).
+    const nlohmann::json& scheduler = latest->manifest.scheduler;
+    if (scheduler.is_object()) {
+      const nlohmann::json spent = scheduler.value("train_seconds", nlohmann::json(0.0));
+      if (spent.is_number() && spent.get<double>() >= 0) train_seconds_ = spent.get<double>();
+      budget_spent_ = scheduler.value("budget_spent", false) == true;
+    }
     uint64_t checksum = 0;
     BERT_RETURN_IF_ERROR(CheckParametersAgree(run_.start_step, &checksum));
     LOG(INFO) << tag_ << " resumed from " << latest->dir << " at step " << run_.start_step << " (parameters "
@@ -263,8 +271,22 @@ class DistributedLoop {
 
   Status Train(DistributedOutcome* outcome) {
     const uint32_t k = run_.micro_batches_per_step;
+    const double budget_s = static_cast<double>(config_.train.time_budget_s);
+    if (budget_spent_) {
+      if (comm_->rank() == 0) {
+        LOG(INFO) << tag_ << " the time budget " << FormatTimeBudget(config_.train.time_budget_s)
+                  << " was spent at step " << run_.start_step << " (" << std::fixed << std::setprecision(1)
+                  << train_seconds_ << " s of training): nothing left to train";
+      }
+      return Status::Ok();
+    }
+    // Training time of this session, added to the earlier sessions'; the
+    // ranks agree on it (the slowest clock) in each step's all-reduce.
+    const Clock::time_point session_start = Clock::now();
+    const double earlier_seconds = train_seconds_;
     for (uint64_t step = run_.start_step; step < run_.total_steps; ++step) {
       const Clock::time_point step_start = Clock::now();
+      if (budget_s > 0) trainer_->SetBudgetFraction(train_seconds_ / budget_s);
       std::vector<PretrainBatch> micro;
       double wait_seconds = 0;
       double flops = 0;
@@ -322,10 +344,14 @@ class DistributedLoop {
       // With the slowest wait, the newest checkpoint order (preemption) any
       // rank has: the ranks learn of it at different times, and take it
       // together at this step boundary. (Step numbers are exact in a double.)
-      double maxima[2] = {wait_seconds, static_cast<double>(client_->PendingCheckpointRequest())};
-      BERT_RETURN_IF_ERROR(comm_->AllReduce(maxima, 2, CommDataType::kFloat64, CommReduceOp::kMax));
+      double maxima[3] = {wait_seconds, static_cast<double>(client_->PendingCheckpointRequest()),
+                          earlier_seconds + SecondsSince(session_start)};
+      BERT_RETURN_IF_ERROR(comm_->AllReduce(maxima, 3, CommDataType::kFloat64, CommReduceOp::kMax));
       const double slowest_wait = maxima[0];
       const uint64_t ordered = static_cast<uint64_t>(maxima[1]);
+      train_seconds_ = maxima[2];
+      // The time budget is spent: this step is the run's last.
+      const bool budget_end = budget_s > 0 && train_seconds_ >= budget_s && step + 1 < run_.total_steps;
       const double step_seconds = SecondsSince(step_start);
       // The step's figures (all ranks) ride on the Ack of its last micro-batch.
       StepFigures figures;
@@ -344,7 +370,7 @@ class DistributedLoop {
         const float loss = static_cast<float>(sums[0]), step_ms = static_cast<float>(step_seconds * 1e3),
                     wait_ms = static_cast<float>(wait_seconds * 1e3 / k);
         BERT_RETURN_IF_ERROR(m + 1 < k ? client_->Ack(step, m, loss, step_ms, wait_ms)
-                                       : client_->Ack(step, m, loss, step_ms, wait_ms, figures));
+                                       : client_->Ack(step, m, loss, step_ms, wait_ms, figures, budget_end));
       }
       ++outcome->steps;
       outcome->final_loss = sums[0];
@@ -361,9 +387,11 @@ class DistributedLoop {
         record.data_wait_seconds = slowest_wait;
         record.lr = metrics.lr;
         record.grad_norm = metrics.grad_norm;
+        if (budget_s > 0) progress_->SetBudget(budget_s, train_seconds_);
         progress_->Add(static_cast<int64_t>(step + 1), record);
+        if (budget_end) progress_->Flush(static_cast<int64_t>(step + 1));
       }
-      const bool last = step + 1 == run_.total_steps;
+      const bool last = step + 1 == run_.total_steps || budget_end;
       if (last || (options_.checksum_every > 0 && (step + 1) % static_cast<uint64_t>(options_.checksum_every) == 0)) {
         BERT_RETURN_IF_ERROR(CheckParametersAgree(step + 1, &outcome->final_checksum));
       }
@@ -377,13 +405,32 @@ class DistributedLoop {
       }
       const uint64_t pending = client_->PendingCheckpointRequest();
       if (pending != 0 && pending <= handled_checkpoint_order_) client_->ClearCheckpointRequest(pending);
-      if (IsCheckpointStep(step + 1) || preemption) {
-        const nlohmann::json state =
-            comm_->rank() == 0 ? ModelStateJson(model_->parameters(), trainer_->optimizer(),
-                                                trainer_->options().schedule, config_.train.init_seed)
-                               : nlohmann::json();
+      if (IsCheckpointStep(step + 1) || preemption || budget_end) {
+        nlohmann::json state;
+        if (comm_->rank() == 0) {
+          state = ModelStateJson(model_->parameters(), trainer_->optimizer(), trainer_->options().schedule,
+                                 config_.train.init_seed);
+          // The time budget's account, which a resume continues.
+          state["scheduler"]["train_seconds"] = train_seconds_;
+          state["scheduler"]["time_budget_s"] = config_.train.time_budget_s;
+          state["scheduler"]["budget_spent"] = budget_end;
+        }
         BERT_RETURN_IF_ERROR(saver_->Save(step + 1, model_->parameters(), trainer_->optimizer(),
                                           model_->dropout_rng(), state));
+      }
+      if (budget_end) {
+        ended_by_budget_ = true;
+        if (comm_->rank() == 0) {
+          LOG(INFO) << tag_ << " time budget " << FormatTimeBudget(config_.train.time_budget_s) << " spent after step "
+                    << step + 1 << " of at most " << run_.total_steps << " (" << std::fixed << std::setprecision(1)
+                    << train_seconds_ << " s of training): final checkpoint";
+          if (static_cast<int64_t>(step + 1) < config_.train.warmup_steps) {
+            LOG(WARNING) << tag_ << " the budget ended during warmup (step " << step + 1 << " of train.warmup_steps "
+                         << config_.train.warmup_steps
+                         << "), so the rate never decayed: lower train.warmup_steps for this budget";
+          }
+        }
+        break;
       }
     }
     return Status::Ok();
@@ -411,7 +458,14 @@ class DistributedLoop {
     // coordinator can declare the run complete.
     BERT_RETURN_IF_ERROR(saver_->Wait());
     // The coordinator confirms the run complete once every rank acknowledged.
-    Result<std::optional<WorkerBatch>> next = client_->NextBatch();
+    // (A run that its time budget ended has batches prefetched beyond its
+    // last step: dropped.)
+    Result<std::optional<WorkerBatch>> next = std::optional<WorkerBatch>();
+    if (ended_by_budget_) {
+      BERT_RETURN_IF_ERROR(client_->WaitForDone());
+    } else {
+      next = client_->NextBatch();
+    }
     if (!next.ok()) return next.status();
     if (next->has_value()) {
       return Status::Internal("coordinator " + client_->end_message() + " sent step " +
@@ -445,6 +499,9 @@ class DistributedLoop {
   std::vector<size_t> parts_;  // ShardRanges(N, W) sizes: the ZeRO-1 parts of the flat buffers
   double peak_gflops_ = 0;  // GEMM peak (the run's precision) of all ranks together (for MFU)
   uint64_t handled_checkpoint_order_ = 0;  // the newest preemption checkpoint order taken (its bound step)
+  double train_seconds_ = 0;   // training time of the whole run so far, all sessions (ranks agree)
+  bool budget_spent_ = false;  // the resumed checkpoint is the end of the run's time budget
+  bool ended_by_budget_ = false;  // this session spent the time budget
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "common/run_config.h"
 #include "common/logging.h"
 #include "datapipe/training_data.h"
 #include "worker/model/bert_heads.h"
@@ -29,7 +30,23 @@ class LocalLoop {
 
   Result<LocalPretrainResult> Run() {
     BERT_RETURN_IF_ERROR(Prepare());
-    for (int64_t step = 0; step < config_.train.steps; ++step) BERT_RETURN_IF_ERROR(Step(step));
+    const Clock::time_point start = Clock::now();
+    const double budget_s = static_cast<double>(config_.train.time_budget_s);
+    for (int64_t step = 0; step < config_.train.steps; ++step) {
+      const double spent = std::chrono::duration<double>(Clock::now() - start).count();
+      if (budget_s > 0) {
+        trainer_->SetBudgetFraction(spent / budget_s);
+        progress_->SetBudget(budget_s, spent);
+      }
+      BERT_RETURN_IF_ERROR(Step(step));
+      const double now_spent = std::chrono::duration<double>(Clock::now() - start).count();
+      if (budget_s > 0 && now_spent >= budget_s && step + 1 < config_.train.steps) {
+        progress_->Flush(step + 1);
+        LOG(INFO) << "[worker r0] time budget " << FormatTimeBudget(config_.train.time_budget_s) << " spent after step "
+                  << step + 1 << " of at most " << config_.train.steps;
+        break;
+      }
+    }
     return result_;
   }
 

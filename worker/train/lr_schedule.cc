@@ -42,6 +42,19 @@ Status LrSchedule::Validate() const {
   return Status::Ok();
 }
 
+namespace {
+
+double Decayed(const LrSchedule& s, double progress) {
+  const double peak_lr = s.peak_lr, end_lr = s.end_lr, power = s.power;
+  const LrDecay decay = s.decay;
+  double fraction = 1.0 - progress;  // linear
+  if (decay == LrDecay::kPolynomial) fraction = std::pow(1.0 - progress, power);
+  if (decay == LrDecay::kCosine) fraction = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return end_lr + (peak_lr - end_lr) * fraction;
+}
+
+}  // namespace
+
 double LrSchedule::At(int64_t step) const {
   const int64_t t = std::max<int64_t>(step, 1);
   if (t <= warmup_steps) return peak_lr * static_cast<double>(t) / static_cast<double>(warmup_steps);
@@ -50,10 +63,15 @@ double LrSchedule::At(int64_t step) const {
   const double progress =
       decay_steps <= 0 ? 1.0
                        : std::clamp(static_cast<double>(t - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
-  double fraction = 1.0 - progress;  // linear
-  if (decay == LrDecay::kPolynomial) fraction = std::pow(1.0 - progress, power);
-  if (decay == LrDecay::kCosine) fraction = 0.5 * (1.0 + std::cos(M_PI * progress));
-  return end_lr + (peak_lr - end_lr) * fraction;
+  return Decayed(*this, progress);
+}
+
+double LrSchedule::AtBudget(int64_t step, double budget_fraction) const {
+  const int64_t t = std::max<int64_t>(step, 1);
+  if (t <= warmup_steps) return peak_lr * static_cast<double>(t) / static_cast<double>(warmup_steps);
+  if (decay == LrDecay::kConstant) return peak_lr;
+  const double progress = budget_fraction == budget_fraction ? std::clamp(budget_fraction, 0.0, 1.0) : 1.0;
+  return Decayed(*this, progress);
 }
 
 }  // namespace bert

@@ -10,6 +10,10 @@
 //     cosine:     end + (peak - end) * (1 + cos(pi * progress)) / 2
 //     constant:   peak
 // so the first update has a non-zero rate and step total_steps has end_lr.
+// With a time budget (train.time_budget) the decay runs over the budget's
+// time instead: AtBudget(t, f) uses progress = f, the fraction of the budget
+// spent (after warmup, which stays in steps), so the rate reaches end_lr
+// when the budget is spent, whatever the step rate.
 // A pure function of (options, step); thread-safe.
 #pragma once
 
@@ -36,6 +40,9 @@ struct LrSchedule {
   Status Validate() const;
   // The rate for update number `step` (>= 1; 0 is treated as 1).
   double At(int64_t step) const;
+  // The rate for update `step` with `budget_fraction` of the time budget
+  // spent (clamped to [0, 1]).
+  double AtBudget(int64_t step, double budget_fraction) const;
 };
 
 }  // namespace bert

@@ -63,7 +63,8 @@ void PretrainProgress::Log(int64_t step_done) {
   s.data_wait_fraction = w.data_wait_seconds / seconds;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done_here = std::max<int64_t>(1, step_done - first_step_);
-  const double eta = elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps_ - step_done);
+  double eta = elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps_ - step_done);
+  if (budget_s_ > 0) eta = std::min(eta, std::max(0.0, budget_s_ - budget_spent_s_));
   char line[512];
   std::snprintf(line, sizeof(line),
                 "%s step %lld/%lld (%.0f%%) loss %.4f mlm_acc %.3f nsp_acc %.3f lr %.2e | %.1f samples/s %.0f "

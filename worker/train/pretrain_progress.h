@@ -49,6 +49,17 @@ class PretrainProgress {
                                                         bool write_jsonl = true);
   // `step_done`: optimizer steps completed including this one.
   void Add(int64_t step_done, const StepRecord& record);
+  // A time-budget run: `spent_s` of `budget_s` seconds are spent (the ETA is
+  // the sooner of the budget's end and the last step's).
+  void SetBudget(double budget_s, double spent_s) {
+    budget_s_ = budget_s;
+    budget_spent_s_ = spent_s;
+  }
+  // Logs the window now (the run's last step came before the next multiple
+  // of every_steps).
+  void Flush(int64_t step_done) {
+    if (window_steps_ > 0) Log(step_done);
+  }
   // Of the last logged window.
   const ProgressSummary& last() const { return last_; }
 
@@ -61,6 +72,7 @@ class PretrainProgress {
   int64_t first_step_ = 0, total_steps_ = 0;
   int every_steps_ = 1;
   double peak_gflops_ = 0;
+  double budget_s_ = 0, budget_spent_s_ = 0;
   StepRecord window_;
   int64_t window_steps_ = 0;
   ProgressSummary last_;

@@ -203,7 +203,8 @@ StepMetrics Trainer::ApplyGradients() {
   double squares = SumOfSquares(grads, shard_begin_, shard_end_ - shard_begin_);
   if (shard_.sum_over_ranks) squares = shard_.sum_over_ranks(squares);
   metrics.grad_norm = std::sqrt(squares);
-  metrics.lr = options_.schedule.At(optimizer_.step() + 1);
+  metrics.lr = budget_fraction_ >= 0 ? options_.schedule.AtBudget(optimizer_.step() + 1, budget_fraction_)
+                                     : options_.schedule.At(optimizer_.step() + 1);
   if (std::isfinite(metrics.grad_norm)) {
     double clip = 1.0;
     if (options_.max_grad_norm > 0 && metrics.grad_norm > options_.max_grad_norm) {

@@ -131,6 +131,10 @@ class Trainer {
   StepMetrics ApplyGradients();
 
   int64_t step() const { return optimizer_.step(); }
+  // Time-budget runs: the fraction of the budget spent, which the next
+  // ApplyGradients() decays the rate by (LrSchedule::AtBudget); negative
+  // (the default): the schedule runs over steps.
+  void SetBudgetFraction(double fraction) { budget_fraction_ = fraction; }
   FlatOptimizer& optimizer() { return optimizer_; }
   const TrainerOptions& options() const { return options_; }
   BertForPreTraining& model() { return *model_; }
@@ -138,6 +142,7 @@ class Trainer {
  private:
   BertForPreTraining* model_;
   TrainerOptions options_;
+  double budget_fraction_ = -1;
   OptimizerShard shard_;
   int64_t shard_begin_, shard_end_;  // this rank's flat range
   FlatOptimizer optimizer_;

@@ -219,6 +219,27 @@ TEST(LrScheduleTest, ValuesAtChosenSteps) {
   EXPECT_DOUBLE_EQ(schedule.At(1), 1e-3);
 }
 
+// A time budget: warmup in steps, then the decay follows the fraction of
+// the budget spent, whatever the step; it reaches end_lr when it is spent.
+TEST(LrScheduleTest, ATimeBudgetDecaysOverTheBudgetsFraction) {
+  LrSchedule schedule;
+  schedule.peak_lr = 1e-3;
+  schedule.warmup_steps = 10;
+  schedule.total_steps = 1000000;  // the cap: no part of the budget's decay
+  ASSERT_TRUE(schedule.Validate().ok());
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(5, 0.9), 5e-4) << "warmup stays in steps";
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(11, 0.0), 1e-3);
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(11, 0.5), 5e-4);
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(900000, 0.5), 5e-4) << "the step does not matter after warmup";
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(20, 1.0), 0.0);
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(20, 1.7), 0.0) << "clamped: an overrun stays at end_lr";
+  EXPECT_DOUBLE_EQ(schedule.AtBudget(20, std::nan("")), 0.0);
+  schedule.decay = LrDecay::kCosine;
+  schedule.end_lr = 1e-5;
+  EXPECT_NEAR(schedule.AtBudget(20, 0.25), 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-15);
+  EXPECT_NEAR(schedule.AtBudget(20, 1.0), 1e-5, 1e-15);
+}
+
 TEST(LrScheduleTest, ValidationNamesTheField) {
   LrSchedule schedule;
   schedule.warmup_steps = 200;
