@@ -51,6 +51,14 @@ int RunExport(const ExportArgs& args) {
     LOG(ERROR) << "[export] --checkpoint: " << model.status().message();
     return model.status().code() == Status::Code::kCorruption ? 7 : 2;
   }
+  if (model->config.value("pre_layer_norm", false) == true) {
+    LOG(ERROR) << "[export] --checkpoint " << args.checkpoint
+               << ": a pre-LayerNorm model (\"pre_layer_norm\": true) has no transformers equivalent: its BertModel "
+                  "is post-LN and would compute another function with these weights, so the export is refused "
+                  "(fine-tune, eval, predict and fill-mask run it; their outputs keep model_type \""
+               << kPreLnModelType << "\", which transformers refuses)";
+    return 2;
+  }
   Status written = WriteHfDirectory(args.output, *model);
   if (!written.ok()) {
     LOG(ERROR) << "[export] --output: " << written.message();

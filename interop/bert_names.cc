@@ -53,6 +53,12 @@ Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std:
                                    " is not divisible by num_attention_heads (" +
                                    std::to_string(shapes.num_attention_heads) + ")");
   }
+  if (auto pre = config.find("pre_layer_norm"); pre != config.end()) {
+    if (!pre->is_boolean()) {
+      return Status::InvalidArgument(source + ": pre_layer_norm: expected true or false, got " + pre->dump());
+    }
+    shapes.pre_layer_norm = pre->get<bool>();
+  }
   // HF derives num_labels from id2label when both are given.
   auto id2label = config.find("id2label");
   if (id2label != config.end()) {
@@ -102,6 +108,10 @@ std::map<std::string, std::vector<int64_t>> ExpectedTensorShapes(const BertShape
     shapes[layer + "output.dense.bias"] = {h};
     shapes[layer + "output.LayerNorm.weight"] = {h};
     shapes[layer + "output.LayerNorm.bias"] = {h};
+  }
+  if (s.pre_layer_norm) {
+    shapes["bert.encoder.final_layer_norm.weight"] = {h};
+    shapes["bert.encoder.final_layer_norm.bias"] = {h};
   }
   return shapes;
 }

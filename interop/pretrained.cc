@@ -148,7 +148,7 @@ Result<PretrainedModel> LoadCheckpoint(const LoadedCheckpoint& checkpoint, bool 
                                    " tokens but the model's vocab_size is " + std::to_string(shapes->vocab_size));
   }
   model.model_max_length = shapes->max_position_embeddings;
-  model.config["model_type"] = "bert";
+  model.config["model_type"] = shapes->pre_layer_norm ? kPreLnModelType : "bert";
   model.config["architectures"] = {ArchitectureOf(model.tensors)};
   if (!with_weights) {
     model.tensors.clear();
@@ -227,11 +227,15 @@ Result<PretrainedModel> LoadHfDirectory(const std::string& dir, bool with_weight
   if (!config.ok()) return config.status();
   model.config = *config;
   auto model_type = config->find("model_type");
-  if (model_type != config->end() && *model_type != "bert") {
-    return Status::InvalidArgument(config_path + ": model_type: " + model_type->dump() + " is not \"bert\"");
-  }
   Result<BertShapes> shapes = BertShapesFromConfig(model.config, config_path);
   if (!shapes.ok()) return shapes.status();
+  if (model_type != config->end() && *model_type != "bert" &&
+      !(*model_type == kPreLnModelType && shapes->pre_layer_norm)) {
+    return Status::InvalidArgument(config_path + ": model_type: " + model_type->dump() + " is not \"bert\"" +
+                                   (*model_type == kPreLnModelType ? " (\"" + std::string(kPreLnModelType) +
+                                                                         "\" needs \"pre_layer_norm\": true)"
+                                                                   : std::string()));
+  }
 
   Result<std::shared_ptr<const Vocab>> vocab = Vocab::Load(dir + "/vocab.txt");
   if (!vocab.ok()) return vocab.status();
@@ -350,7 +354,7 @@ Status WriteHfDirectory(const std::string& dir, const PretrainedModel& model) {
     vocab_text += token + "\n";
   }
   json config = model.config;
-  config["model_type"] = "bert";
+  config["model_type"] = shapes->pre_layer_norm ? kPreLnModelType : "bert";
   config["architectures"] = {ArchitectureOf(model.tensors)};  // what the tensors make
   if (!config.contains("torch_dtype")) config["torch_dtype"] = "float32";
   for (const NamedTensor& tensor : model.tensors) {

@@ -70,6 +70,11 @@ Status WriteHfDirectory(const std::string& dir, const PretrainedModel& model);
 // hidden_size divisible by num_attention_heads). max_position_embeddings,
 // type_vocab_size and num_labels default as in HF (512, 2, 2); num_labels
 // is len(id2label) when id2label is given. Errors name `source` and the key.
+// config.json's model_type of a pre-LayerNorm model ("pre_layer_norm": true;
+// BertConfig::pre_layer_norm): not HF BERT, so that transformers refuses it
+// rather than loading it as post-LN; bertctl export refuses it.
+constexpr char kPreLnModelType[] = "bert-pre-ln";
+
 struct BertShapes {
   int64_t vocab_size = 0;               // rows of word_embeddings and cls.predictions.bias
   int64_t hidden_size = 0;              // H
@@ -79,6 +84,7 @@ struct BertShapes {
   int64_t max_position_embeddings = 512;
   int64_t type_vocab_size = 2;
   int64_t num_labels = 2;               // rows of classifier.weight
+  bool pre_layer_norm = false;          // config "pre_layer_norm": adds bert.encoder.final_layer_norm
 };
 Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std::string& source);
 // Every parameter name a BERT model of these shapes can have (encoder,

@@ -105,7 +105,7 @@ Status BertConfig::Validate(const std::string& source) const {
 
 nlohmann::json BertConfig::ToJson() const {
   nlohmann::json json = {{"architectures", {"BertForPreTraining"}},
-                         {"model_type", "bert"},
+                         {"model_type", pre_layer_norm ? kPreLnModelType : "bert"},
                          {"vocab_size", vocab_size},
                          {"hidden_size", hidden_size},
                          {"num_hidden_layers", num_hidden_layers},
@@ -122,6 +122,7 @@ nlohmann::json BertConfig::ToJson() const {
                          {"position_embedding_type", "absolute"},
                          {"pad_token_id", 0}};
   if (classifier_dropout >= 0) json["classifier_dropout"] = classifier_dropout;
+  if (pre_layer_norm) json["pre_layer_norm"] = true;
   return json;
 }
 
@@ -163,14 +164,28 @@ Result<BertConfig> BertConfigFromJson(const nlohmann::json& json, const std::str
     return Status::InvalidArgument(Where(source, "position_embedding_type") + "only \"absolute\" is supported, got " +
                                    it->dump());
   }
-  if (auto it = json.find("model_type"); it != json.end() && *it != "bert") {
-    return Status::InvalidArgument(Where(source, "model_type") + "must be \"bert\", got " + it->dump());
+  if (auto it = json.find("pre_layer_norm"); it != json.end()) {
+    if (!it->is_boolean()) {
+      return Status::InvalidArgument(Where(source, "pre_layer_norm") + "must be true or false, got " + it->dump());
+    }
+    config.pre_layer_norm = it->get<bool>();
+  }
+  if (auto it = json.find("model_type"); it != json.end()) {
+    const bool pre = *it == kPreLnModelType;
+    if (*it != "bert" && !pre) {
+      return Status::InvalidArgument(Where(source, "model_type") + "must be \"bert\" or \"" + kPreLnModelType +
+                                     "\", got " + it->dump());
+    }
+    if (pre && !config.pre_layer_norm) {
+      return Status::InvalidArgument(Where(source, "model_type") + "\"" + kPreLnModelType +
+                                     "\" needs \"pre_layer_norm\": true");
+    }
   }
   static const std::set<std::string> known = {
       "vocab_size",  "hidden_size",          "num_hidden_layers", "num_attention_heads",
       "intermediate_size", "hidden_act",     "hidden_dropout_prob", "attention_probs_dropout_prob",
       "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps",
-      "num_labels",  "classifier_dropout"};
+      "num_labels",  "classifier_dropout", "pre_layer_norm"};
   for (const auto& item : json.items()) {
     if (known.count(item.key()) == 0 && IgnoredHfKeys().count(item.key()) == 0) {
       LOG(WARNING) << source << ": ignoring unknown key " << item.key();

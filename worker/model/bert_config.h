@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/status.h"
+#include "interop/pretrained.h"  // kPreLnModelType
 
 namespace bert {
 
@@ -41,6 +42,12 @@ struct BertConfig {
   double layer_norm_eps = 1e-12;          // epsilon of every LayerNorm
   int64_t num_labels = 2;                 // classes of BertForSequenceClassification (HF: num_labels or len(id2label))
   double classifier_dropout = -1;         // dropout before the classifier; < 0 means hidden_dropout_prob (HF: null)
+  // Pre-LayerNorm layers (Xiong et al. 2020; Cramming): x + f(LN(x)) for
+  // attention and feed-forward, and one more LayerNorm after the last layer
+  // (bert.encoder.final_layer_norm). Not HF BERT: its config.json says
+  // "pre_layer_norm": true and model_type "bert-pre-ln", which transformers
+  // refuses instead of loading it as post-LN, and bertctl export refuses it.
+  bool pre_layer_norm = false;
 
   int64_t head_size() const { return hidden_size / num_attention_heads; }
   double effective_classifier_dropout() const {

@@ -127,6 +127,7 @@ void AppendBertModelSpecs(const BertConfig& config, const std::string& prefix, s
     AddLinear(specs, layer + "output.dense", h, config.intermediate_size);
     AddLayerNorm(specs, layer + "output.LayerNorm", h);
   }
+  if (config.pre_layer_norm) AddLayerNorm(specs, prefix + "encoder.final_layer_norm", h);
   AddLinear(specs, prefix + "pooler.dense", h, h);
 }
 
@@ -176,6 +177,10 @@ BertModel::BertModel(const BertConfig& config, const FlatParameters& params, con
     layer.output_norm_bias = get(layer_prefix + "output.LayerNorm.bias");
     layers_.push_back(std::move(layer));
   }
+  if (config.pre_layer_norm) {
+    final_norm_weight_ = get("encoder.final_layer_norm.weight");
+    final_norm_bias_ = get("encoder.final_layer_norm.bias");
+  }
   pooler_weight_ = get("pooler.dense.weight");
   pooler_bias_ = get("pooler.dense.bias");
 }
@@ -199,6 +204,23 @@ torch::Tensor BertModel::LayerForward(const Layer& layer, const torch::Tensor& x
                                       const ForwardMode& mode) const {
   const int64_t h = config_.hidden_size;
   const double p_hidden = Dropped(config_.hidden_dropout_prob, mode);
+  if (config_.pre_layer_norm) {
+    // x + Attention(LN(x)), then + FFN(LN(.)): the residual stream is never
+    // normalised in place (the LayerNorms keep their HF names: the first is
+    // attention.output.LayerNorm, the second output.LayerNorm).
+    torch::Tensor normed =
+        at::layer_norm(x, {h}, layer.attention_norm_weight, layer.attention_norm_bias, config_.layer_norm_eps);
+    torch::Tensor qkv = FlatLinear(normed, layer.qkv_weight, layer.qkv_bias);
+    torch::Tensor context = SelfAttention(qkv, mask, config_.num_attention_heads,
+                                          Dropped(config_.attention_probs_dropout_prob, mode), mode.rng);
+    torch::Tensor h1 =
+        x + Dropout(FlatLinear(context, layer.attention_output_weight, layer.attention_output_bias), p_hidden, mode.rng);
+    torch::Tensor normed1 =
+        at::layer_norm(h1, {h}, layer.output_norm_weight, layer.output_norm_bias, config_.layer_norm_eps);
+    torch::Tensor inner =
+        LinearActivation(config_.hidden_act, normed1, layer.intermediate_weight, layer.intermediate_bias);
+    return h1 + Dropout(FlatLinear(inner, layer.output_weight, layer.output_bias), p_hidden, mode.rng);
+  }
   torch::Tensor qkv = FlatLinear(x, layer.qkv_weight, layer.qkv_bias);  // [N, 3H]
   torch::Tensor context = SelfAttention(qkv, mask, config_.num_attention_heads,
                                         Dropped(config_.attention_probs_dropout_prob, mode), mode.rng);
@@ -229,6 +251,9 @@ BertModel::Output BertModel::Forward(const torch::Tensor& input_ids, const torch
     } else {
       x = LayerForward(layers_[i], x, mask, mode);
     }
+  }
+  if (config_.pre_layer_norm) {
+    x = at::layer_norm(x, {config_.hidden_size}, final_norm_weight_, final_norm_bias_, config_.layer_norm_eps);
   }
   Output out;
   out.sequence = x;

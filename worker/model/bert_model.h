@@ -3,7 +3,9 @@
 // as HuggingFace's BertModel: embeddings (word + position + token type,
 // LayerNorm, dropout), L post-LN Transformer layers (multi-head
 // self-attention with a key padding mask from lengths, GELU feed-forward,
-// residuals), and the pooler (dense + tanh on [CLS]).
+// residuals), and the pooler (dense + tanh on [CLS]). With
+// BertConfig::pre_layer_norm the layers are pre-LN instead, with a final
+// LayerNorm after the last (no HF equivalent).
 //
 // Parameters are HF-named views into a FlatParameters that the owning head
 // model holds (bert_heads.h); BertModel itself owns no storage. Layout order
@@ -87,6 +89,7 @@ class BertModel {
   torch::Tensor word_embeddings_, position_embeddings_, token_type_embeddings_;
   torch::Tensor embedding_norm_weight_, embedding_norm_bias_;
   std::vector<Layer> layers_;
+  torch::Tensor final_norm_weight_, final_norm_bias_;  // pre_layer_norm only
   torch::Tensor pooler_weight_, pooler_bias_;
 };
 

@@ -223,6 +223,41 @@ void ExpectOracleScoresLikePredict(const std::filesystem::path& dir, const std::
   EXPECT_LT(max_diff, tolerance);
 }
 
+// A pre-LayerNorm model fine-tunes, and its directory says what it is:
+// model_type "bert-pre-ln", which predict reads back and transformers
+// refuses (rather than loading the weights into its post-LN BertModel).
+TEST(FinetunePreLayerNormTest, TrainsPredictsAndIsRefusedByTransformers) {
+  testing::TempDir dir;
+  nlohmann::json json =
+      nlohmann::json::parse(*ReadFile(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny-pre-ln.json"));
+  const std::string model = dir / "tiny-pre-ln.json";
+  testing::WriteText(model, json.dump());
+  finetune::FinetuneConfig config = FortunesConfig(dir / "out", model);
+  config.epochs = 4;
+  testing::CommandResult run =
+      testing::RunCommand(Worker() + " --finetune " + WriteConfig(dir, "finetune.yaml", config));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json written = ReadJson(dir / "out/config.json");
+  EXPECT_EQ(written["model_type"], "bert-pre-ln") << written.dump();
+  EXPECT_EQ(written["pre_layer_norm"], true);
+  Result<std::vector<NamedTensor>> tensors = ReadSafetensors(dir / "out/model.safetensors");
+  ASSERT_TRUE(tensors.ok()) << tensors.status().message();
+  bool final_norm = false;
+  for (const NamedTensor& tensor : *tensors) final_norm |= tensor.name == "bert.encoder.final_layer_norm.weight";
+  EXPECT_TRUE(final_norm);
+  const nlohmann::json metrics = ReadJson(dir / "out/metrics.json");
+  EXPECT_GT(metrics["test"]["accuracy"].get<double>(), 0.45) << metrics.dump() << " (3 topics: chance is 1/3)";
+  testing::CommandResult predicted = testing::RunCommand(Worker() + " --predict --model " + (dir / "out") +
+                                                         " --input " + Fixture("test") + " --output " + (dir / "p.jsonl"));
+  ASSERT_EQ(predicted.exit_code, 0) << predicted.output;
+  EXPECT_EQ(ReadJsonLines(dir / "p.jsonl").size(), 60u);
+  testing::CommandResult transformers = testing::RunCommand(
+      std::string(BERT_PYTHON) + " -c \"import transformers, sys; transformers.AutoConfig.from_pretrained(sys.argv[1])\" " +
+      (dir / "out") + " 2>&1");
+  EXPECT_NE(transformers.exit_code, 0) << transformers.output;
+  EXPECT_NE(transformers.output.find("bert-pre-ln"), std::string::npos) << transformers.output;
+}
+
 TEST_F(FinetuneTest, TransformersLoadsTheModelAndScoresLikePredict) {
   ASSERT_EQ(run_->exit_code, 0) << run_->output;
   ExpectOracleScoresLikePredict(dir_->path(), Out(), "transformers_oracle", 1e-4);  // fp32 against fp32, other kernels

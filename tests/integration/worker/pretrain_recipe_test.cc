@@ -123,5 +123,44 @@ TEST_F(PretrainRecipeTest, InitFromStartsFromAnotherRunsWeightsAndRefusesAnother
       << ReadLog(coordinator);
 }
 
+// A pre-LayerNorm model (configs/models/bert-tiny-pre-ln.json) pretrains,
+// its checkpoint keeps the final LayerNorm, fill-mask
+// runs it, and the HF export is refused in one line saying why.
+TEST_F(PretrainRecipeTest, PreLayerNormTrainsRunsFillMaskAndIsRefusedForExport) {
+  const std::string config = WriteRun("preln", testing::kMicroBatch, 12, 0, "  dropout: false\n");
+  std::string yaml = *ReadFile(config);
+  const size_t at = yaml.find("model: ");
+  ASSERT_NE(at, std::string::npos);
+  const size_t end = yaml.find('\n', at);
+  Json model = Json::parse(*ReadFile(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny-pre-ln.json"));
+  const std::string model_path = work_ / "tiny-pre-ln.json";
+  WriteText(model_path, model.dump(2));
+  yaml = yaml.substr(0, at) + "model: " + model_path + yaml.substr(end);
+  WriteText(config, yaml);
+  Finish(Start("preln", config, 2, Flags("preln")), "preln");
+  const std::vector<Json> metrics = ReadJsonLines(work_ / "preln/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 12u);
+  EXPECT_LT(metrics.back()["loss"].get<double>(), metrics.front()["loss"].get<double>() - 0.3)
+      << metrics.front().dump() << "\n" << metrics.back().dump();
+  const Json manifest = Json::parse(*ReadFile(work_ / "preln/checkpoints/step-000012/manifest.json"));
+  bool final_norm = false;
+  for (const Json& tensor : manifest["layout"]) final_norm |= tensor["name"] == "bert.encoder.final_layer_norm.weight";
+  EXPECT_TRUE(final_norm);
+
+  testing::CommandResult filled = testing::RunCommand(testing::Bertctl() + " fill-mask --model " + (work_ / "preln") +
+                                                      " --top-k 3 --json \"the [MASK] of the file\" 2>&1");
+  ASSERT_EQ(filled.exit_code, 0) << filled.output;
+  EXPECT_NE(filled.output.find("\"probability\""), std::string::npos) << filled.output;
+
+  const std::string hf = work_ / "preln-hf";
+  testing::CommandResult exported =
+      testing::RunCommand(testing::Bertctl() + " export --checkpoint " + (work_ / "preln") + " --output " + hf + " 2>&1");
+  EXPECT_EQ(exported.exit_code, 2) << exported.output;
+  EXPECT_NE(exported.output.find("a pre-LayerNorm model (\"pre_layer_norm\": true) has no transformers equivalent"),
+            std::string::npos)
+      << exported.output;
+  EXPECT_FALSE(testing::fs::exists(hf + "/config.json"));
+}
+
 }  // namespace
 }  // namespace bert

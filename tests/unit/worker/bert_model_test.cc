@@ -65,6 +65,87 @@ TEST(BertModelTest, GradientMatchesFiniteDifferences) {
   EXPECT_LT(worst, 1e-5) << "worst relative error at " << worst_name;
 }
 
+// Pre-LN (BertConfig::pre_layer_norm) against the layer written out in
+// plain LibTorch ops, in double: x + Attn(LN1(x)), then + FFN(LN2(.)), a
+// final LayerNorm, then the pooler and the NSP head; and its gradient
+// checked as the post-LN one is.
+torch::Tensor PreLnReference(const BertConfig& c, const FlatParameters& p, const PretrainBatch& batch) {
+  auto w = [&](const std::string& name) { return p.param("bert." + name); };
+  const int64_t B = batch.input_ids.size(0), T = batch.input_ids.size(1), H = c.hidden_size;
+  const int64_t A = c.num_attention_heads, D = H / A;
+  const double eps = c.layer_norm_eps;
+  auto ln = [&](const torch::Tensor& x, const std::string& name) {
+    return at::layer_norm(x, {H}, w(name + ".weight"), w(name + ".bias"), eps);
+  };
+  auto linear = [&](const torch::Tensor& x, const std::string& name) {
+    return torch::matmul(x, w(name + ".weight").t()) + w(name + ".bias");
+  };
+  torch::Tensor x = w("embeddings.word_embeddings.weight").index_select(0, batch.input_ids.flatten()).view({B, T, H}) +
+                    w("embeddings.token_type_embeddings.weight").index_select(0, batch.token_type_ids.flatten()).view({B, T, H}) +
+                    w("embeddings.position_embeddings.weight").narrow(0, 0, T);
+  x = ln(x, "embeddings.LayerNorm");
+  // Keys beyond a row's length are masked out.
+  torch::Tensor keep = torch::arange(T).unsqueeze(0) < batch.lengths.unsqueeze(1);  // [B, T]
+  torch::Tensor bias = torch::zeros({B, 1, 1, T}, torch::kFloat64).masked_fill(~keep.view({B, 1, 1, T}), -1e30);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string l = "encoder.layer." + std::to_string(i) + ".";
+    torch::Tensor n = ln(x, l + "attention.output.LayerNorm");
+    auto heads = [&](const std::string& part) {
+      return linear(n, l + "attention.self." + part).view({B, T, A, D}).transpose(1, 2);
+    };
+    torch::Tensor scores = torch::matmul(heads("query"), heads("key").transpose(-1, -2)) / std::sqrt(double(D)) + bias;
+    torch::Tensor context = torch::matmul(torch::softmax(scores, -1), heads("value")).transpose(1, 2).reshape({B, T, H});
+    x = x + linear(context, l + "attention.output.dense");
+    torch::Tensor inner = at::gelu(linear(ln(x, l + "output.LayerNorm"), l + "intermediate.dense"), "none");
+    x = x + linear(inner, l + "output.dense");
+  }
+  x = ln(x, "encoder.final_layer_norm");
+  torch::Tensor pooled = torch::tanh(linear(x.select(1, 0), "pooler.dense"));
+  return torch::matmul(pooled, p.param("cls.seq_relationship.weight").t()) + p.param("cls.seq_relationship.bias");
+}
+
+TEST(BertModelTest, PreLayerNormMatchesTheLayerWrittenOutAndItsGradientIsExact) {
+  BertConfig config = testing::MicroConfig();
+  config.pre_layer_norm = true;
+  BertForPreTraining model(config, DoubleOptions(4));
+  FlatParameters& params = model.parameters();
+  ASSERT_GE(params.IndexOf("bert.encoder.final_layer_norm.weight"), 0);
+  {
+    torch::NoGradGuard no_grad;
+    params.values().add_(torch::randn({params.numel()}, torch::kFloat64) * 0.05);
+  }
+  PretrainBatch batch = testing::RandomBatch(12, config.vocab_size, {9, 6, 7}, 3);
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ours = model.Forward(batch, false).nsp_logits;
+    const torch::Tensor reference = PreLnReference(config, params, batch);
+    EXPECT_LT((ours - reference).abs().max().item<double>(), 1e-12);
+  }
+  // The gradient of one parameter of each kind, by central differences.
+  auto loss = [&] { return model.Loss(model.Forward(batch, false), batch).loss; };
+  params.ZeroGrad();
+  loss().backward();
+  const torch::Tensor analytic = params.grads().clone();
+  double* v = params.values().data_ptr<double>();
+  torch::NoGradGuard no_grad;
+  for (const char* name : {"bert.encoder.final_layer_norm.weight", "bert.encoder.layer.0.attention.output.LayerNorm.bias",
+                           "bert.encoder.layer.1.output.LayerNorm.weight", "bert.encoder.layer.0.attention.self.query.weight",
+                           "bert.encoder.layer.1.output.dense.weight", "bert.embeddings.LayerNorm.weight"}) {
+    const int64_t offset = params.slot(static_cast<size_t>(params.IndexOf(name))).offset;
+    for (int64_t i = offset; i < offset + 3; ++i) {
+      const double saved = v[i];
+      v[i] = saved + 1e-6;
+      const double up = loss().item<double>();
+      v[i] = saved - 1e-6;
+      const double down = loss().item<double>();
+      v[i] = saved;
+      const double numeric = (up - down) / 2e-6, exact = analytic[i].item<double>();
+      EXPECT_LT(std::abs(numeric - exact) / std::max(1e-3, std::abs(numeric) + std::abs(exact)), 1e-5)
+          << name << "[" << i - offset << "]";
+    }
+  }
+}
+
 TEST(BertModelTest, MaskedOnlyMlmLogitsEqualTheFullComputation) {
   BertConfig config = testing::TinyConfig();
   BertForPreTraining model(config);
