@@ -12,6 +12,7 @@
 
 #include "cli/command.h"
 #include "common/logging.h"
+#include "datapipe/chinese_words.h"
 #include "datapipe/batch_codec.h"
 #include "datapipe/corpus_index.h"
 #include "datapipe/sample_plan.h"
@@ -131,6 +132,10 @@ Status RunSamples(const SamplesArgs& args) {
   if (!vocab.ok()) return vocab.status();
   Result<MaskingVocab> masking_vocab = MaskingVocab::FromVocab(**vocab);
   if (!masking_vocab.ok()) return masking_vocab.status();
+  if (args.options.masking.chinese_words) {
+    if (!args.options.masking.whole_word) return Status::InvalidArgument("--chinese-wwm: needs --wwm");
+    BERT_RETURN_IF_ERROR(CheckChineseSegmenter());
+  }
 
   CorpusIndexOptions index_options;
   index_options.max_resident_bytes = std::min<uint64_t>(args.resident_mb, uint64_t{1} << 40) << 20;
@@ -218,6 +223,8 @@ std::function<int()> SetupSamples(CLI::App& app) {
   cmd->add_option("--masked-lm-prob", args->options.masking.masked_lm_prob, "Share of positions to mask")
       ->capture_default_str();
   cmd->add_flag("--wwm", args->options.masking.whole_word, "Whole-word masking (a word's ## pieces together)");
+  cmd->add_flag("--chinese-wwm", args->options.masking.chinese_words,
+                "With --wwm: the Chinese characters of a word (ICU's segmenter) are masked together too");
   cmd->add_option("--objective", args->objective, "mlm_nsp, mlm (one segment) or mlm_sop (sentence order)")
       ->capture_default_str();
   cmd->add_flag("--packing", args->options.packing,

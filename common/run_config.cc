@@ -100,6 +100,8 @@ Status RunConfig::Validate() const {
             "must be in [0, 1]" + Got(d.short_seq_prob)),
       Check(d.objective == "mlm_nsp" || d.objective == "mlm" || d.objective == "mlm_sop", "data.objective",
             "must be mlm_nsp, mlm or mlm_sop, got " + d.objective),
+      Check(!d.chinese_whole_word || d.whole_word_masking, "data.chinese_whole_word",
+            "needs data.whole_word_masking: true (it adds Chinese words to the words masked whole)"),
       Check(!d.packing || d.objective == "mlm", "data.packing",
             "needs data.objective: mlm (a packed sample has no sentence pair), got " + d.objective),
       Check(t.global_batch_size >= 1, "train.global_batch_size", "must be >= 1" + Got(t.global_batch_size)),
@@ -168,6 +170,7 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   data.Get("masked_lm_prob", &c.data.masked_lm_prob);
   data.Get("short_seq_prob", &c.data.short_seq_prob);
   data.Get("whole_word_masking", &c.data.whole_word_masking);
+  data.Get("chinese_whole_word", &c.data.chinese_whole_word);
   data.Get("objective", &c.data.objective);
   data.Get("packing", &c.data.packing);
   YamlSection train(top.Child("train"), "train.", &error);
@@ -264,6 +267,7 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "masked_lm_prob" << YAML::Value << data.masked_lm_prob;
   out << YAML::Key << "short_seq_prob" << YAML::Value << data.short_seq_prob;
   out << YAML::Key << "whole_word_masking" << YAML::Value << data.whole_word_masking;
+  out << YAML::Key << "chinese_whole_word" << YAML::Value << data.chinese_whole_word;
   out << YAML::Key << "objective" << YAML::Value << Quoted{data.objective};
   out << YAML::Key << "packing" << YAML::Value << data.packing;
   out << YAML::EndMap;

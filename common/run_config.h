@@ -27,6 +27,8 @@ struct DataConfig {
   double masked_lm_prob = 0.15;  // fraction of tokens masked
   double short_seq_prob = 0.1;   // chance of a shorter target length (reference: 0.1)
   bool whole_word_masking = false;
+  bool chinese_whole_word = false;  // with whole_word_masking: the Chinese characters of a word (ICU's
+                                    // segmenter, datapipe/chinese_words.h) are masked together
   // Pretraining objective: mlm_nsp (BERT: masked LM + next-sentence prediction),
   // mlm (masked LM only; one segment per sample) or mlm_sop (masked LM + ALBERT's
   // sentence-order prediction).

@@ -132,6 +132,7 @@ std::string LedgerMeta::ToJson() const {
                       {"masked_lm_prob", masked_lm_prob},
                       {"short_seq_prob", short_seq_prob},
                       {"whole_word_masking", whole_word_masking},
+                      {"chinese_whole_word", chinese_whole_word},
                       {"objective", objective},
                       {"packing", packing},
                       {"corpus_fingerprint", corpus_fingerprint},
@@ -154,6 +155,7 @@ Result<LedgerMeta> LedgerMeta::FromJson(std::string_view json, const std::string
     m.masked_lm_prob = j.at("masked_lm_prob").get<double>();
     m.short_seq_prob = j.at("short_seq_prob").get<double>();
     m.whole_word_masking = j.at("whole_word_masking").get<bool>();
+    m.chinese_whole_word = j.value("chinese_whole_word", false);  // before the key existed
     m.objective = j.value("objective", std::string("mlm_nsp"));  // before the key existed
     m.packing = j.value("packing", false);
     m.corpus_fingerprint = j.at("corpus_fingerprint").get<std::string>();
@@ -180,6 +182,7 @@ std::string LedgerMeta::PlanDifference(const LedgerMeta& now) const {
         differ("data.masked_lm_prob", masked_lm_prob, now.masked_lm_prob),
         differ("data.short_seq_prob", short_seq_prob, now.short_seq_prob),
         differ("data.whole_word_masking", whole_word_masking, now.whole_word_masking),
+        differ("data.chinese_whole_word", chinese_whole_word, now.chinese_whole_word),
         differ("data.objective", objective, now.objective), differ("data.packing", packing, now.packing),
         differ("data.db (corpus)", corpus_fingerprint, now.corpus_fingerprint)}) {
     if (!d.empty()) return d;

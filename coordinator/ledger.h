@@ -60,6 +60,7 @@ struct LedgerMeta {
   double masked_lm_prob = 0;
   double short_seq_prob = 0;
   bool whole_word_masking = false;
+  bool chinese_whole_word = false;  // data.chinese_whole_word (false in ledgers from before it)
   std::string objective = "mlm_nsp";  // data.objective (older ledgers: mlm_nsp)
   bool packing = false;               // data.packing (older ledgers: false)
   std::string corpus_fingerprint;  // vocabulary checksum and corpus size

@@ -258,6 +258,7 @@ int Serve(Args& args) {
   meta.masked_lm_prob = data->options.masking.masked_lm_prob;
   meta.short_seq_prob = data->options.short_seq_prob;
   meta.whole_word_masking = data->options.masking.whole_word;
+  meta.chinese_whole_word = data->options.masking.chinese_words;
   meta.objective = bert::ObjectiveName(data->options.objective);
   meta.packing = data->options.packing;
   meta.corpus_fingerprint = data->fingerprint;

@@ -1,5 +1,6 @@
 #include "datapipe/data_source.h"
 
+#include "datapipe/chinese_words.h"
 #include "datapipe/vocab.h"
 
 namespace bert {
@@ -12,6 +13,7 @@ SampleOptions SampleOptionsFromConfig(const DataConfig& data) {
   options.masking.masked_lm_prob = data.masked_lm_prob;
   options.masking.max_predictions = data.max_predictions;
   options.masking.whole_word = data.whole_word_masking;
+  options.masking.chinese_words = data.chinese_whole_word;
   Result<Objective> objective = ParseObjective(data.objective);
   options.objective = objective.ok() ? *objective : Objective::kMlmNsp;  // RunConfig::Validate checked it
   options.packing = data.packing;
@@ -22,6 +24,7 @@ Result<DataSource> OpenDataSource(const RunConfig& config, uint64_t max_resident
   DataSource source;
   source.options = SampleOptionsFromConfig(config.data);
   BERT_RETURN_IF_ERROR(source.options.Validate());
+  if (source.options.masking.chinese_words) BERT_RETURN_IF_ERROR(CheckChineseSegmenter());
   Result<std::unique_ptr<Corpus>> corpus = Corpus::Open(config.data.db);
   if (!corpus.ok()) return corpus.status();
   source.corpus = std::move(corpus).value();

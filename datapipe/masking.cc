@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "datapipe/chinese_words.h"
 #include "datapipe/random.h"
 
 namespace bert {
@@ -37,6 +38,7 @@ Result<MaskingVocab> MaskingVocab::FromVocab(const Vocab& vocab) {
     const std::string& token = vocab.Token(id);
     result.is_continuation[id] = token.size() > 2 && token[0] == '#' && token[1] == '#';
   }
+  result.chinese_char = ChineseCharacterTable(vocab);
   return result;
 }
 
@@ -53,6 +55,7 @@ namespace {
 struct Scratch {
   std::vector<uint64_t> chosen;  // bitmap of chosen positions
   std::vector<uint16_t> word_begin, word_end;
+  std::vector<uint8_t> chinese_continues;  // MarkChineseWordContinuations of the sample
   void Reset(size_t length) {
     chosen.assign((length + 63) / 64, 0);
     if (word_begin.size() < length) {
@@ -74,13 +77,16 @@ size_t ChooseWords(const MaskingOptions& options, const MaskingVocab& vocab, con
   uint16_t* end = scratch->word_end.data();
   size_t num_words = 0;
   bool previous_was_word = false;
+  const bool chinese = options.whole_word && options.chinese_words;
+  if (chinese) MarkChineseWordContinuations(vocab.chinese_char, ids, &scratch->chinese_continues);
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     if (vocab.IsSpecial(id)) {
       previous_was_word = false;
       continue;
     }
-    if (options.whole_word && previous_was_word && vocab.is_continuation[id]) {
+    if (options.whole_word && previous_was_word &&
+        (vocab.is_continuation[id] || (chinese && scratch->chinese_continues[i]))) {
       end[num_words - 1] = static_cast<uint16_t>(i + 1);
     } else {
       begin[num_words] = static_cast<uint16_t>(i);

@@ -17,6 +17,9 @@
 //     with 0.1, and becomes a uniformly random vocabulary id with 0.1 (any id,
 //     as in the reference; decided per position in position order); its
 //     label is the original id.
+// Chinese whole-word masking (options.chinese_words): a Chinese character
+// that continues the word of the one before it (chinese_words.h) joins that
+// word's candidate as a "##" piece does.
 // Deviation: the reference lets a "##" piece right after [SEP] join the last
 // word before [SEP]; here a special token ends a word.
 //
@@ -39,6 +42,9 @@ struct MaskingOptions {
   double masked_lm_prob = 0.15;  // share of positions to predict (default 15%, as in BERT)
   int32_t max_predictions = 20;  // max_predictions_per_seq (20 for seq 128, 80 for seq 512 in BERT)
   bool whole_word = false;       // mask all WordPieces of a word together
+  // With whole_word: Chinese characters of one word (chinese_words.h: ICU's
+  // segmenter) are one word too (data.chinese_whole_word).
+  bool chinese_words = false;
   // Names the bad option, e.g. "--masked-lm-prob: must be in (0, 1]".
   Status Validate() const;
 };
@@ -48,6 +54,7 @@ struct MaskingVocab {
   int32_t vocab_size = 0;
   int32_t cls_id = -1, sep_id = -1, mask_id = -1, pad_id = -1;
   std::vector<uint8_t> is_continuation;  // per id: 1 for "##" pieces (whole-word masking)
+  std::vector<char32_t> chinese_char;    // per id: the code point of a one-Chinese-character token, else 0
 
   // Fails, naming the missing token, when the vocabulary lacks [CLS], [SEP],
   // [MASK] or [PAD].

@@ -20,7 +20,7 @@ PACKAGES=(
   # transport, storage, logging
   libzmq3-dev cppzmq-dev librocksdb-dev libgoogle-glog-dev libgflags-dev
   # text, config, formats
-  libutf8proc-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
+  libutf8proc-dev libicu-dev libcli11-dev libyaml-cpp-dev nlohmann-json3-dev
   libcpp-httplib-dev libxxhash-dev libprotobuf-dev protobuf-compiler
   # a one-node Slurm cluster for the Slurm tests
   slurm-wlm munge

@@ -7,6 +7,7 @@
 
 #include <random>
 
+#include "datapipe/chinese_words.h"
 #include "datapipe/random.h"
 #include "unit/synthetic_corpus.h"
 
@@ -182,6 +183,76 @@ TEST(MaskingTest, OptionsAndVocabularyAreValidated) {
   ASSERT_TRUE(vocab.ok());
   EXPECT_EQ(vocab->mask_id, 4);
   EXPECT_EQ(vocab->is_continuation, (std::vector<uint8_t>{0, 0, 0, 0, 0, 0, 1, 0}));
+}
+
+// Chinese whole-word masking: the characters of one word, as ICU's
+// segmenter finds them in the Chinese BERT vocabulary's ids, are masked
+// together or not at all; without it they are masked one by one.
+class ChineseWordsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Result<std::shared_ptr<const Vocab>> loaded =
+        Vocab::Load(std::string(BERT_SOURCE_DIR) + "/configs/vocab/bert-base-chinese-vocab.txt");
+    ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+    vocab_ = *loaded;
+    table_ = ChineseCharacterTable(*vocab_);
+  }
+  // [CLS] then one token per character of `text` (UTF-8), then [SEP].
+  std::vector<int32_t> Ids(const std::string& text) const {
+    std::vector<int32_t> ids = {vocab_->cls_id()};
+    for (size_t i = 0; i < text.size();) {
+      size_t n = (static_cast<unsigned char>(text[i]) >= 0xF0) ? 4 : (static_cast<unsigned char>(text[i]) >= 0xE0) ? 3
+                 : (static_cast<unsigned char>(text[i]) >= 0xC0) ? 2 : 1;
+      const int32_t id = vocab_->Find(text.substr(i, n));
+      EXPECT_GE(id, 0) << text.substr(i, n);
+      ids.push_back(id);
+      i += n;
+    }
+    ids.push_back(vocab_->sep_id());
+    return ids;
+  }
+  std::shared_ptr<const Vocab> vocab_;
+  std::vector<char32_t> table_;
+};
+
+TEST_F(ChineseWordsTest, MarksTheCharactersThatContinueAWord) {
+  ASSERT_TRUE(CheckChineseSegmenter().ok()) << CheckChineseSegmenter().message();
+  // 我 | 爱 | 北京 | 天安门 | ， | 今天 | 天气 | 很好
+  const std::vector<int32_t> ids = Ids("我爱北京天安门，今天天气很好");
+  std::vector<uint8_t> continues;
+  MarkChineseWordContinuations(table_, ids, &continues);
+  const std::vector<uint8_t> expected = {0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0};
+  EXPECT_EQ(continues, expected);
+  EXPECT_EQ(table_[static_cast<size_t>(vocab_->Find("，"))], 0u) << "punctuation is no Chinese character";
+  EXPECT_EQ(table_[static_cast<size_t>(vocab_->Find("##京"))], 0u) << "a ## piece is not a bare character";
+}
+
+TEST_F(ChineseWordsTest, WholeWordMaskingTakesChineseWordsWhole) {
+  Result<MaskingVocab> vocab = MaskingVocab::FromVocab(*vocab_);
+  ASSERT_TRUE(vocab.ok());
+  const std::vector<int32_t> ids = Ids("我爱北京天安门今天天气很好中华人民共和国成立了");
+  std::vector<uint8_t> continues;
+  MarkChineseWordContinuations(table_, ids, &continues);
+  MaskingOptions options;
+  options.masked_lm_prob = 0.3;
+  options.whole_word = true;
+  int split_words[2] = {0, 0};  // samples with a word partly masked: Chinese WWM off, on
+  for (int chinese = 0; chinese < 2; ++chinese) {
+    options.chinese_words = chinese == 1;
+    for (uint64_t key = 0; key < 2000; ++key) {
+      TrainingSample sample;
+      sample.input_ids = ids;
+      sample.segment_b_start = static_cast<uint32_t>(ids.size());
+      ApplyMasking(options, *vocab, key, &sample);
+      std::vector<uint8_t> masked(ids.size(), 0);
+      for (uint16_t p : sample.masked_positions) masked[p] = 1;
+      bool split = false;
+      for (size_t i = 1; i < ids.size(); ++i) split |= continues[i] && masked[i] != masked[i - 1];
+      split_words[chinese] += split;
+    }
+  }
+  EXPECT_EQ(split_words[1], 0) << "a Chinese word was masked in part";
+  EXPECT_GT(split_words[0], 1000) << "without it, characters are masked one by one";
 }
 
 }  // namespace

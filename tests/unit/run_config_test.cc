@@ -94,6 +94,20 @@ TEST(RunConfigTest, TimeBudgetParsesDurationsAndRoundTrips) {
       << c.status().message();
 }
 
+TEST(RunConfigTest, ChineseWholeWordNeedsWholeWordMaskingAndRoundTrips) {
+  Result<RunConfig> c = Parse(std::string(kMinimal) + "  whole_word_masking: true\n  chinese_whole_word: true\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE(c->data.chinese_whole_word);
+  Result<RunConfig> again = ParseRunConfig(c->ToYaml(), "resolved.yaml", "/elsewhere");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_TRUE(again->data.chinese_whole_word);
+  c = Parse(std::string(kMinimal) + "  chinese_whole_word: true\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("data.chinese_whole_word: needs data.whole_word_masking: true"),
+            std::string::npos)
+      << c.status().message();
+}
+
 // A relative run_dir follows the rule of the other paths in the file
 // (relative to its directory), not the current directory.
 TEST(RunConfigTest, ARelativeRunDirIsRelativeToTheConfigFileLikeEveryPath) {
