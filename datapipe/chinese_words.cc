@@ -74,8 +74,11 @@ void MarkChineseWordContinuations(const std::vector<char32_t>& table, const std:
         text.append(static_cast<UChar32>(table[static_cast<size_t>(ids[i])]));
       }
       iterator->setText(text);
-      for (size_t k = 1; k < offsets.size(); ++k) {
-        if (!iterator->isBoundary(offsets[k])) (*continues)[begin + k] = 1;
+      // One pass over the boundaries: characters between two are in one word.
+      size_t k = 1;
+      for (int32_t boundary = iterator->next(); boundary != icu::BreakIterator::DONE; boundary = iterator->next()) {
+        for (; k < offsets.size() && offsets[k] < boundary; ++k) (*continues)[begin + k] = 1;
+        if (k < offsets.size() && offsets[k] == boundary) ++k;
       }
     }
     begin = end;
