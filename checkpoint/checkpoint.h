@@ -119,6 +119,16 @@ struct ShardWriteRequest {
 // errors: an IoError naming the file; the partial file is removed.
 Status WriteShard(const ShardWriteRequest& request, ShardInfo* info);
 
+// A time-budget run's account (train.time_budget), kept in the manifest's
+// scheduler object: the training seconds of all sessions up to this step,
+// and whether the budget ended the run here. Absent keys (other runs, older
+// checkpoints) read as 0 and false.
+struct TimeBudgetAccount {
+  double train_seconds = 0;
+  bool spent = false;
+};
+TimeBudgetAccount TimeBudgetAccountOf(const Manifest& manifest);
+
 struct LoadedCheckpoint {
   std::string dir;            // the checkpoint directory (step-NNNNNN)
   Manifest manifest;

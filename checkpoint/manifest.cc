@@ -319,4 +319,14 @@ Result<Manifest> Manifest::FromJson(const json& j, const std::string& source) {
   return manifest;
 }
 
+TimeBudgetAccount TimeBudgetAccountOf(const Manifest& manifest) {
+  TimeBudgetAccount account;
+  const nlohmann::json& scheduler = manifest.scheduler;
+  if (!scheduler.is_object()) return account;
+  const nlohmann::json spent = scheduler.value("train_seconds", nlohmann::json(0.0));
+  if (spent.is_number() && spent.get<double>() >= 0) account.train_seconds = spent.get<double>();
+  account.spent = scheduler.value("budget_spent", false) == true;
+  return account;
+}
+
 }  // namespace bert

@@ -283,15 +283,12 @@ int Serve(Args& args) {
       resume_at = latest->manifest.step;
       resume_checkpoint = bert::CheckpointStore::StepName(latest->manifest.step);
       // A time-budget run: what its sessions have spent, and whether it is over.
-      const nlohmann::json& scheduler = latest->manifest.scheduler;
-      if (scheduler.is_object()) {
-        const nlohmann::json spent = scheduler.value("train_seconds", nlohmann::json(0.0));
-        if (spent.is_number()) budget_used_s = spent.get<double>();
-        if (scheduler.value("budget_spent", false) == true) {
-          options.budget_end_step = latest->manifest.step;
-          LOG(INFO) << "[coord] " << latest->dir << ": the run's time budget was spent at step "
-                    << latest->manifest.step << "; the run is complete (a new budget needs a new run)";
-        }
+      const bert::TimeBudgetAccount account = bert::TimeBudgetAccountOf(latest->manifest);
+      budget_used_s = account.train_seconds;
+      if (account.spent) {
+        options.budget_end_step = latest->manifest.step;
+        LOG(INFO) << "[coord] " << latest->dir << ": the run's time budget was spent at step "
+                  << latest->manifest.step << "; the run is complete (a new budget needs a new run)";
       }
     } else if (latest.status().code() == bert::Status::Code::kNotFound) {
       resume_at = 0;

@@ -252,12 +252,9 @@ class DistributedLoop {
                                                &model_->dropout_rng(), static_cast<uint32_t>(comm_->rank()),
                                                static_cast<uint32_t>(comm_->world_size())));
     // The time the run's earlier sessions trained (a time budget's account).
-    const nlohmann::json& scheduler = latest->manifest.scheduler;
-    if (scheduler.is_object()) {
-      const nlohmann::json spent = scheduler.value("train_seconds", nlohmann::json(0.0));
-      if (spent.is_number() && spent.get<double>() >= 0) train_seconds_ = spent.get<double>();
-      budget_spent_ = scheduler.value("budget_spent", false) == true;
-    }
+    const TimeBudgetAccount account = TimeBudgetAccountOf(latest->manifest);
+    train_seconds_ = account.train_seconds;
+    budget_spent_ = account.spent;
     uint64_t checksum = 0;
     BERT_RETURN_IF_ERROR(CheckParametersAgree(run_.start_step, &checksum));
     LOG(INFO) << tag_ << " resumed from " << latest->dir << " at step " << run_.start_step << " (parameters "
