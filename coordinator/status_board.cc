@@ -288,6 +288,7 @@ void StatusBoard::WriteMetricsLine(uint64_t steps_done, int64_t now_ms) {
                  {"grad_norm", OrNull(last_grad_norm_)},
                  {"samples_per_s", samples_per_s},
                  {"tokens_per_s", OrNull(tokens_per_s)},
+                 {"tokens", figures ? Json(w.tokens) : Json(nullptr)},
                  {"mfu", OrNull(mfu)},
                  {"data_wait_fraction", w.wait_seconds / seconds},
                  {"elapsed_s", static_cast<double>(now_ms - start_ms_) / 1e3},

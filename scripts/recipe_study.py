@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """The pretraining recipe study: one pretraining run per recipe at the same
-budget (configs/runs/tiny.yaml's steps, batch and sequence length, on the
-demo's corpus), each fine-tuned on the fortunes set for several seeds with
-configs/finetune/fortunes.yaml, beside a from-scratch model and the TF-IDF +
-logistic-regression baseline on the same split.
+budget, on the demo's corpus, each fine-tuned on the fortunes set for
+several seeds with configs/finetune/fortunes.yaml, beside a from-scratch
+model and the TF-IDF + logistic-regression baseline on the same split.
 
 Usage (after scripts/demo.sh has built the corpus and the fortunes set):
-    .venv/bin/python scripts/recipe_study.py [--only NAME ...] [--seeds 1 2 3]
+    .venv/bin/python scripts/recipe_study.py [--budget 5m] [--only NAME ...] [--seeds 1 2 3]
 
-Each recipe is the demo's config with a few keys changed (RECIPES below).
+Without --budget every recipe runs configs/runs/tiny.yaml's steps (RECIPES
+below: equal steps). With --budget every recipe gets the same wall-clock
+budget (train.time_budget; the rate decays over it and the run ends when it
+is spent) and BUDGET_RECIPES are run, to runs/study/budget-BUDGET/: a
+recipe that makes a step slower pays for it in steps. Nothing else may run
+on the machine meanwhile, or the rows get different compute.
+
+Each recipe is the demo's config with a few keys changed; "model.KEY" keys
+change the model config (written beside the run's config).
 "dapt" rows continue an earlier row's model on the fortunes training texts
 (their labels unused: domain-adaptive pretraining). Runs go to
 runs/study/NAME, fine-tuned models to runs/study/NAME-ft/seedK; what is
@@ -54,6 +61,27 @@ RECIPES = [
       "train.warmup_steps": 30, "train.lr": 0.001, "checkpoint.every_steps": 0}, "best"),
 ]
 
+# The same wall-clock budget for every row (--budget): warmup 300 steps, as
+# the demo's recipe; the step count is only a cap.
+BUDGET_BASE = {"train.steps": 100000, "train.warmup_steps": 300, "checkpoint.every_steps": 1500}
+NODROP = {"train.dropout": False}
+BUDGET_RECIPES = [
+    ("baseline", "today's recipe: MLM + NSP, dropout 0.1 (configs/runs/tiny.yaml)", {}, None),
+    ("nodrop", "MLM + NSP without dropout (the demo's recipe, configs/runs/tiny-budget.yaml)", NODROP, None),
+    ("sop", "`nodrop` with sentence order instead of NSP", {**NODROP, "data.objective": "mlm_sop"}, None),
+    ("mlm", "`nodrop` with MLM only, one segment", {**NODROP, "data.objective": "mlm"}, None),
+    ("mlm-packed", "`nodrop` with MLM only, packed to full length",
+     {**NODROP, "data.objective": "mlm", "data.packing": True}, None),
+    ("pre-ln", "`nodrop` with pre-LayerNorm", {**NODROP, "model.pre_layer_norm": True,
+                                                "model.model_type": "bert-pre-ln"}, None),
+    ("batch128", "`nodrop` with batches of 128 (2 micro-batches of 32 per worker)",
+     {**NODROP, "train.global_batch_size": 128, "train.micro_batch_size": 32}, None),
+    ("dapt", "the best row, continued 100 steps on the fortunes training texts at a quarter of the rate",
+     {"data.objective": "mlm", "data.packing": True, "train.dropout": False, "train.steps": 100,
+      "train.warmup_steps": 10, "train.lr": 0.0005, "train.time_budget": None, "checkpoint.every_steps": 0},
+     "best"),
+]
+
 
 def run(cmd, log):
     with open(log, "w") as out:
@@ -67,7 +95,10 @@ def set_key(config, dotted, value):
     *path, last = dotted.split(".")
     for part in path:
         node = node.setdefault(part, {})
-    node[last] = value
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value
 
 
 def write_config(name, overrides, init_from, db):
@@ -80,8 +111,17 @@ def write_config(name, overrides, init_from, db):
     config["model"] = os.path.normpath(os.path.join(base_dir, config["model"]))
     config["data"]["db"] = [os.path.normpath(os.path.join(base_dir, d)) for d in config["data"]["db"]]
     config["run_dir"] = os.path.join(STUDY, name)
+    model_overrides = {k[len("model."):]: v for k, v in overrides.items() if k.startswith("model.")}
     for key, value in overrides.items():
-        set_key(config, key, value)
+        if not key.startswith("model."):
+            set_key(config, key, value)
+    if model_overrides:
+        with open(config["model"]) as f:
+            model = json.load(f)
+        model.update(model_overrides)
+        config["model"] = os.path.join(STUDY, name + "-model.json")
+        with open(config["model"], "w") as f:
+            json.dump(model, f, indent=2)
     if init_from:
         config["train"]["init_from"] = init_from
         config["data"]["db"] = [db]
@@ -98,14 +138,14 @@ def pretrain(name, overrides, init_from=None, db=None):
     with open(os.path.join(STUDY, name, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f if line.strip()]
     last = lines[-1]
-    # Tokens seen: each logged window's tokens per sample times its samples.
-    with open(config) as f:
-        batch = yaml.safe_load(f)["train"]["global_batch_size"]
-    tokens, previous = 0.0, 0
-    for line in lines:
-        tokens += line["tokens_per_s"] / line["samples_per_s"] * (line["step"] - previous) * batch
-        previous = line["step"]
-    return {"mlm_accuracy": last["mlm_accuracy"], "elapsed_s": last["elapsed_s"], "steps": last["step"],
+    # Tokens seen: each logged window's real (unpadded) tokens.
+    tokens = sum(line["tokens"] for line in lines)
+    steps = last["step"]
+    with open(os.path.join(STUDY, name + ".log")) as f:  # the last step, when it is not a logged one
+        for line in f:
+            if "all " in line and " steps acknowledged" in line:
+                steps = int(line.split("all ")[1].split(" steps")[0])
+    return {"mlm_accuracy": last["mlm_accuracy"], "elapsed_s": last["elapsed_s"], "steps": steps,
             "tokens_per_s": last["tokens_per_s"], "tokens": tokens}
 
 
@@ -152,11 +192,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="recipes to run (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--budget", help="the same wall-clock budget for every row (train.time_budget, e.g. 5m)")
     args = parser.parse_args()
+    global STUDY
+    recipes = RECIPES
+    if args.budget:
+        STUDY = os.path.join(STUDY, "budget-" + args.budget)
+        recipes = [(name, what, {**BUDGET_BASE, "train.time_budget": args.budget, **overrides}, base)
+                   for name, what, overrides, base in BUDGET_RECIPES]
     os.makedirs(STUDY, exist_ok=True)
     rows = []
     results = {}
-    for name, what, overrides, base in RECIPES:
+    for name, what, overrides, base in recipes:
         if args.only and name not in args.only:
             continue
         init_from = db = None

@@ -42,6 +42,13 @@ std::string Text(const std::string& path) {
   return text.ok() ? *text : "";
 }
 
+// How many relaunches the launcher has announced in its log.
+int Restarts(const std::string& output) {
+  int restarts = 0;
+  for (size_t at = output.find("Restart "); at != std::string::npos; at = output.find("Restart ", at + 1)) ++restarts;
+  return restarts;
+}
+
 class ChaosTest : public PretrainRunTest {
  protected:
   std::unique_ptr<Process> Launch(const std::string& name, const std::string& config, const std::string& extra) {
@@ -128,17 +135,21 @@ TEST_F(ChaosTest, RandomKillsDuringTrainingAndCheckpointsEndBitIdentical) {
                 static_cast<unsigned long long>(latest_before));
     ASSERT_EQ(::kill(victim, SIGKILL), 0);
     ++done;
-    // The launcher notices, tears the generation down and relaunches.
+    // The launcher notices, tears the generation down and relaunches. The
+    // next kill waits for that relaunch: a generation whose coordinator is
+    // dead keeps its workers training on prefetched batches until the
+    // heartbeat times out, and killing one of them would be the same
+    // failure, not a new one.
     ASSERT_TRUE(WaitFor([&] { return !Alive(victim); }, 20000));
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_TRUE(WaitFor([&] { return Restarts(Text(log)) >= done; }, 60000))
+        << "no relaunch after kill " << done << "\n"
+        << Text(log);
   }
   const std::optional<int> code = run->Wait(600000);
   const std::string output = Text(log);
   ASSERT_EQ(code, 0) << output;
   EXPECT_GE(done, kills);
-  int restarts = 0;
-  for (size_t at = output.find("Restart "); at != std::string::npos; at = output.find("Restart ", at + 1)) ++restarts;
-  EXPECT_GE(restarts, done) << output;
+  EXPECT_GE(Restarts(output), done) << output;
   EXPECT_EQ(LatestStep("chaos"), steps);
   EXPECT_NE(output.find("from step-"), std::string::npos) << "no relaunch resumed from a checkpoint\n" << output;
   // Weights and optimizer state, bit for bit (compared by checksum).

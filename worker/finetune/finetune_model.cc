@@ -3,18 +3,9 @@
 #include <glog/logging.h>
 
 #include <algorithm>
-#include <sstream>
 
 namespace bert {
 namespace {
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
 
 bool StartsWith(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
@@ -90,30 +81,16 @@ ClassificationBatch ClassificationBatch::To(torch::Device device) const {
 Status CopyPretrainedTensors(const std::vector<NamedTensor>& tensors, const std::string& source, bool with_classifier,
                              BertForSequenceClassification* model) {
   FlatParameters& params = model->parameters();
-  std::vector<bool> copied(params.size(), false);
-  torch::NoGradGuard no_grad;
-  for (const NamedTensor& tensor : tensors) {
-    const bool wanted = StartsWith(tensor.name, "bert.") || (with_classifier && StartsWith(tensor.name, "classifier."));
-    if (!wanted) continue;
-    const int64_t index = params.IndexOf(tensor.name);
-    if (index < 0) {
-      LOG(WARNING) << "[finetune] " << source << ": tensor " << tensor.name << " is not part of the model; ignored";
-      continue;
-    }
-    const std::vector<int64_t>& shape = params.slot(index).spec.shape;
-    if (tensor.shape != shape) {
-      return Status::InvalidArgument(source + ": tensor " + tensor.name + " has shape " + ShapeString(tensor.shape) +
-                                     ", the model needs " + ShapeString(shape));
-    }
-    CHECK_EQ(tensor.values.size(), static_cast<size_t>(params.slot(index).numel));
-    const torch::Tensor values =
-        torch::from_blob(const_cast<float*>(tensor.values.data()), {params.slot(index).numel}, torch::kFloat);
-    params.param(index).detach().view({-1}).copy_(values);
-    copied[index] = true;
-  }
+  Result<std::vector<bool>> copied = params.CopyNamed(
+      tensors, source,
+      [with_classifier](const std::string& name) {
+        return StartsWith(name, "bert.") || (with_classifier && StartsWith(name, "classifier."));
+      },
+      "[finetune]");
+  if (!copied.ok()) return copied.status();
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string& name = params.slot(i).spec.name;
-    if (copied[i] || StartsWith(name, "bert.pooler.")) continue;
+    if ((*copied)[i] || StartsWith(name, "bert.pooler.")) continue;
     if (StartsWith(name, "bert.") || with_classifier) {
       return Status::InvalidArgument(source + ": tensor " + name + " is missing");
     }

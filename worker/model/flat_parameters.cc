@@ -75,6 +75,43 @@ void FlatParameters::Initialize(uint64_t seed, double normal_std) {
   }
 }
 
+namespace {
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+}  // namespace
+
+Result<std::vector<bool>> FlatParameters::CopyNamed(const std::vector<NamedTensor>& tensors,
+                                                    const std::string& source,
+                                                    const std::function<bool(const std::string&)>& wanted,
+                                                    const std::string& tag) {
+  std::vector<bool> copied(slots_.size(), false);
+  torch::NoGradGuard no_grad;
+  for (const NamedTensor& tensor : tensors) {
+    if (!wanted(tensor.name)) continue;
+    const int64_t index = IndexOf(tensor.name);
+    if (index < 0) {
+      LOG(WARNING) << tag << " " << source << ": tensor " << tensor.name << " is not part of the model; ignored";
+      continue;
+    }
+    const ParameterSlot& slot = slots_[index];
+    if (tensor.shape != slot.spec.shape) {
+      return Status::InvalidArgument(source + ": tensor " + tensor.name + " has shape " + ShapeText(tensor.shape) +
+                                     ", the model needs " + ShapeText(slot.spec.shape));
+    }
+    CHECK_EQ(tensor.values.size(), static_cast<size_t>(slot.numel));
+    const torch::Tensor values =
+        torch::from_blob(const_cast<float*>(tensor.values.data()), {slot.numel}, torch::kFloat);
+    params_[index].detach().view({-1}).copy_(values);
+    copied[index] = true;
+  }
+  return copied;
+}
+
 int64_t FlatParameters::IndexOf(const std::string& name) const {
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i].spec.name == name) return static_cast<int64_t>(i);

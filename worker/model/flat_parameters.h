@@ -28,10 +28,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "interop/safetensors.h"
 #include "worker/torch.h"
 
 namespace bert {
@@ -88,6 +92,15 @@ class FlatParameters {
   torch::Tensor Span(size_t first, size_t count, const std::vector<int64_t>& shape) const;
 
   void ZeroGrad() { grads_.zero_(); }
+
+  // Copies each of `tensors` for which `wanted(name)` holds into the slot of
+  // that name (to the buffer's device and dtype); a name without a slot is
+  // skipped with a warning (`tag` prefixes it). Fails naming `source` and
+  // the first tensor whose shape is not the slot's. Returns, per slot,
+  // whether it was written.
+  Result<std::vector<bool>> CopyNamed(const std::vector<NamedTensor>& tensors, const std::string& source,
+                                      const std::function<bool(const std::string&)>& wanted,
+                                      const std::string& tag);
 
   // [{name, shape, offset, numel, weight_decay}], plus dtype and numel: the
   // layout record for checkpoint manifests.

@@ -82,6 +82,7 @@ void PretrainProgress::Log(int64_t step_done) {
                            {"grad_norm", w.grad_norm},
                            {"samples_per_s", s.samples_per_second},
                            {"tokens_per_s", s.tokens_per_second},
+                           {"tokens", w.tokens},
                            {"mfu", s.mfu},
                            {"data_wait_fraction", s.data_wait_fraction},
                            {"elapsed_s", elapsed}};

@@ -212,7 +212,7 @@ TEST(StatusBoardTest, WritesOneMetricsLinePerLogIntervalAndAtTheLastStep) {
   EXPECT_EQ(lines[1]["step"], 4);
   EXPECT_EQ(lines[2]["step"], 5);
   for (const char* key : {"loss", "mlm_accuracy", "nsp_accuracy", "lr", "grad_norm", "samples_per_s", "tokens_per_s",
-                          "mfu", "data_wait_fraction", "elapsed_s", "worker_step_ms", "worker_compute_ms",
+                          "tokens", "mfu", "data_wait_fraction", "elapsed_s", "worker_step_ms", "worker_compute_ms",
                           "worker_data_wait_ms"}) {
     EXPECT_TRUE(lines[0].contains(key)) << key;
   }
@@ -223,6 +223,10 @@ TEST(StatusBoardTest, WritesOneMetricsLinePerLogIntervalAndAtTheLastStep) {
   EXPECT_EQ(lines[0]["worker_compute_ms"], Json({50.0, 70.0}));
   EXPECT_EQ(lines[0]["worker_data_wait_ms"], Json({1.0, 3.0}));
   EXPECT_DOUBLE_EQ(lines[0]["elapsed_s"].get<double>(), 0.22);
+  // Tokens trained in each line's window: 1000 a step, summed over the ranks.
+  EXPECT_EQ(lines[0]["tokens"], 2000);
+  EXPECT_EQ(lines[1]["tokens"], 2000);
+  EXPECT_EQ(lines[2]["tokens"], 1000);
 }
 
 TEST(StatusBoardTest, AWorkerIsAStragglerAfterEnoughSlowStepsInARowAndNotBefore) {
