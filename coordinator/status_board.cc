@@ -437,6 +437,12 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
     workers.push_back(std::move(entry));
   }
   const double total = static_cast<double>(std::max<uint64_t>(1, total_steps_));
+  double progress = static_cast<double>(cursor_) / total;
+  if (options_.time_budget_s > 0) {  // the share of the budget spent, when it ends the run sooner than the steps
+    const double spent = options_.budget_used_s + static_cast<double>(at_ms - start_ms_) / 1e3;
+    progress = std::max(progress, std::min(1.0, spent / static_cast<double>(options_.time_budget_s)));
+    if (exit_code_ && *exit_code_ == kExitOk) progress = 1.0;
+  }
   return Json{{"run", options_.run_id},
               {"state", State()},
               {"exit_code", exit_code_ ? Json(*exit_code_) : Json(nullptr)},
@@ -444,7 +450,7 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
               {"step", cursor_},
               {"total_steps", total_steps_},
               {"time_budget_s", options_.time_budget_s > 0 ? Json(options_.time_budget_s) : Json(nullptr)},
-              {"progress", static_cast<double>(cursor_) / total},
+              {"progress", progress},
               {"start_step", options_.start_step},
               {"epoch", epoch},
               {"samples_seen", cursor_ * options_.global_batch_size},

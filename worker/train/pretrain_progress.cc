@@ -64,13 +64,17 @@ void PretrainProgress::Log(int64_t step_done) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done_here = std::max<int64_t>(1, step_done - first_step_);
   double eta = elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps_ - step_done);
-  if (budget_s_ > 0) eta = std::min(eta, std::max(0.0, budget_s_ - budget_spent_s_));
+  double done_fraction = static_cast<double>(step_done) / static_cast<double>(total_steps_);
+  if (budget_s_ > 0) {  // a time budget: the sooner end counts (the step count is then a cap)
+    eta = std::min(eta, std::max(0.0, budget_s_ - budget_spent_s_));
+    done_fraction = std::max(done_fraction, std::min(1.0, budget_spent_s_ / budget_s_));
+  }
   char line[512];
   std::snprintf(line, sizeof(line),
                 "%s step %lld/%lld (%.0f%%) loss %.4f mlm_acc %.3f nsp_acc %.3f lr %.2e | %.1f samples/s %.0f "
                 "tokens/s MFU %.1f%% data wait %.1f%% | ETA %s",
                 tag_.c_str(), static_cast<long long>(step_done), static_cast<long long>(total_steps_),
-                100.0 * static_cast<double>(step_done) / static_cast<double>(total_steps_), s.loss, s.mlm_accuracy,
+                100.0 * done_fraction, s.loss, s.mlm_accuracy,
                 s.nsp_accuracy, w.lr, s.samples_per_second, s.tokens_per_second, 100 * s.mfu,
                 100 * s.data_wait_fraction, FormatDuration(eta).c_str());
   LOG(INFO) << line;

@@ -186,6 +186,21 @@ TEST(StatusBoardTest, FiguresAveragesRatesAndEta) {
   EXPECT_EQ(h["loss"].size(), 4u);
 }
 
+TEST(StatusBoardTest, UnderATimeBudgetProgressAndEtaFollowTheTimeSpent) {
+  StatusBoardOptions options = Options(2, 100000);  // train.steps is only a cap
+  options.time_budget_s = 10;
+  options.budget_used_s = 2;  // an earlier session's
+  StatusBoard board(options, 0);
+  board.OnRegister(Info(0), 0);
+  board.OnRegister(Info(1), 0);
+  for (uint64_t step = 0; step < 4; ++step) AckStep(board, step, 1000 * (step + 1));
+  const Json s = board.Snapshot(4000);
+  EXPECT_EQ(s["time_budget_s"], 10);
+  EXPECT_DOUBLE_EQ(s["progress"].get<double>(), 0.6);  // (2 + 4) of 10 s, not 4 of 100000 steps
+  EXPECT_DOUBLE_EQ(s["eta_s"].get<double>(), 4.0);
+  EXPECT_DOUBLE_EQ(board.Snapshot(20000)["progress"].get<double>(), 1.0);
+}
+
 TEST(StatusBoardTest, WritesOneMetricsLinePerLogIntervalAndAtTheLastStep) {
   testing::TempDir dir;
   StatusBoardOptions options = Options(2, 5);
