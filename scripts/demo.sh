@@ -8,7 +8,7 @@
 #      and ingest that corpus into RocksDB with it (bertctl vocab, prepare);
 #   2. pretrain bert-tiny on it with the coordinator and 2 workers, with the
 #      budget recipe (configs/runs/tiny-budget.yaml -> runs/tiny-budget,
-#      about 6 minutes), checkpointing as it goes;
+#      about 10 minutes), checkpointing as it goes;
 #   3. build the fortunes topic set (6 categories of the Debian `fortunes`
 #      package; fixed hash split, scripts/fortunes_dataset.py -> runs/fortunes);
 #   4. fine-tune the pretrained model and the same
