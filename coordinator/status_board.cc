@@ -354,6 +354,8 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
   std::lock_guard<std::mutex> lock(mutex_);
   // After the end, ages and elapsed time stop where the run stopped.
   const int64_t at_ms = exit_code_ ? finished_ms_ : now_ms;
+  // A time budget's spent seconds: earlier sessions' and this one's.
+  const double budget_spent_s = options_.budget_used_s + static_cast<double>(at_ms - start_ms_) / 1e3;
   std::optional<double> loss, loss_avg, mlm, mlm_avg, nsp, nsp_avg, samples_per_s, tokens_per_s, mfu, wait_fraction,
       step_time_s, eta_s;
   if (!recent_.empty()) {
@@ -405,9 +407,7 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
     if (!exit_code_) {
       eta_s = per_step_s * static_cast<double>(total_steps_ - cursor_);
       if (options_.time_budget_s > 0) {  // whichever ends the run first
-        const double left = static_cast<double>(options_.time_budget_s) - options_.budget_used_s -
-                            static_cast<double>(at_ms - start_ms_) / 1e3;
-        eta_s = std::min(*eta_s, std::max(0.0, left));
+        eta_s = std::min(*eta_s, std::max(0.0, static_cast<double>(options_.time_budget_s) - budget_spent_s));
       }
     } else if (*exit_code_ == kExitOk) {
       eta_s = 0.0;
@@ -439,8 +439,7 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
   const double total = static_cast<double>(std::max<uint64_t>(1, total_steps_));
   double progress = static_cast<double>(cursor_) / total;
   if (options_.time_budget_s > 0) {  // the share of the budget spent, when it ends the run sooner than the steps
-    const double spent = options_.budget_used_s + static_cast<double>(at_ms - start_ms_) / 1e3;
-    progress = std::max(progress, std::min(1.0, spent / static_cast<double>(options_.time_budget_s)));
+    progress = std::max(progress, std::min(1.0, budget_spent_s / static_cast<double>(options_.time_budget_s)));
     if (exit_code_ && *exit_code_ == kExitOk) progress = 1.0;
   }
   return Json{{"run", options_.run_id},
