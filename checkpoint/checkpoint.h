@@ -85,6 +85,8 @@ struct Manifest {
   std::string config_yaml;                // the resolved run config
   nlohmann::json model_config;            // HF config.json of the model (BertConfig keys); null in
                                           // checkpoints written before it was recorded (optional field)
+  nlohmann::json anomaly;                 // train.anomaly's skipped steps and recent history
+                                          // (worker/train/anomaly.h); optional, null when absent
   std::string vocab_checksum;
   std::string created_at;                 // UTC, ISO 8601
 

@@ -276,11 +276,13 @@ json Manifest::ToJson() const {
                            {"end", shard.end}, {"bytes", shard.bytes}, {"xxh3", shard.xxh3},
                            {"rank_state", shard.rank_state}});
   }
-  return json{{"format_version", format_version}, {"run_id", run_id}, {"step", step}, {"epoch", epoch},
+  json j{{"format_version", format_version}, {"run_id", run_id}, {"step", step}, {"epoch", epoch},
               {"data_cursor", data_cursor}, {"world_size", world_size}, {"total_elements", total_elements},
               {"sections", sections}, {"layout", layout_json}, {"shards", shards_json},
               {"optimizer", optimizer}, {"scheduler", scheduler}, {"rng", rng}, {"config_yaml", config_yaml},
               {"vocab_checksum", vocab_checksum}, {"created_at", created_at}, {"model_config", model_config}};
+  if (!anomaly.is_null()) j["anomaly"] = anomaly;
+  return j;
 }
 
 Result<Manifest> Manifest::FromJson(const json& j, const std::string& source) {
@@ -315,6 +317,7 @@ Result<Manifest> Manifest::FromJson(const json& j, const std::string& source) {
   if (reader.ok() && j.contains("model_config")) {  // optional: older checkpoints lack it
     manifest.model_config = reader.ObjectOrNull("model_config");
   }
+  if (reader.ok() && j.contains("anomaly")) manifest.anomaly = reader.ObjectOrNull("anomaly");  // optional too
   if (!status.ok()) return status;
   return manifest;
 }

@@ -292,6 +292,7 @@ int RunPretrain(const PretrainArgs& args) {
   Status recorded = WriteLaunchRecord(run_dir, args);
   if (!recorded.ok()) LOG(WARNING) << "[pretrain] " << recorded.message();
   double backoff_s = args.restart_backoff_s;
+  uint64_t restarts = 0;  // after failures (--max-restarts); rollbacks after anomalies are not failures
   for (uint64_t generation = 0;; ++generation) {
     Child coordinator("coordinator", run_dir + "/coordinator/coordinator.log");
     Child workers(std::string("workers (") + LauncherName(*launcher) + ")", run_dir + "/workers.log");
@@ -309,17 +310,28 @@ int RunPretrain(const PretrainArgs& args) {
       }
       return Report(coordinator, workers, /*interrupted=*/!complete, seconds, run_dir);
     }
-    if (interrupted || !Retryable(coordinator, workers) || generation >= static_cast<uint64_t>(args.max_restarts)) {
-      if (!interrupted && generation >= static_cast<uint64_t>(args.max_restarts) && Retryable(coordinator, workers) &&
+    const std::string latest = ReadTrimmed(run_dir + "/checkpoints/latest");
+    const std::string from = latest.empty() ? std::string("the start (no checkpoint yet)") : latest;
+    if (!interrupted && workers.exit_code() == kExitRollback) {
+      // train.anomaly: the workers recorded the step to skip; the run goes
+      // on from the last checkpoint at once (the worker caps the skips).
+      LOG(WARNING) << "[pretrain] the workers rolled back after an anomalous step (train.anomaly; "
+                   << run_dir << "/anomalies.json says which and why): restarting from " << from;
+      std::error_code ignored;
+      fs::remove(endpoint_path, ignored);
+      continue;
+    }
+    if (interrupted || !Retryable(coordinator, workers) || restarts >= static_cast<uint64_t>(args.max_restarts)) {
+      if (!interrupted && restarts >= static_cast<uint64_t>(args.max_restarts) && Retryable(coordinator, workers) &&
           args.max_restarts > 0) {
         LOG(ERROR) << "[pretrain] giving up after " << args.max_restarts << " restart(s) (--max-restarts)";
       }
       return Report(coordinator, workers, interrupted, seconds, run_dir);
     }
-    const std::string latest = ReadTrimmed(run_dir + "/checkpoints/latest");
+    ++restarts;
     LOG(WARNING) << "[pretrain] " << Describe(coordinator, true) << "; " << Describe(workers, false)
-                 << ". Restart " << generation + 1 << " of " << args.max_restarts << " in " << backoff_s
-                 << " s, from " << (latest.empty() ? std::string("the start (no checkpoint yet)") : latest);
+                 << ". Restart " << restarts << " of " << args.max_restarts << " in " << backoff_s << " s, from "
+                 << from;
     const Clock::time_point resume_at =
         Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(backoff_s * 1000));
     while (Clock::now() < resume_at && g_signal_count.load() == 0 && g_checkpoint_signals.load() == 0) {

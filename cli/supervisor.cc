@@ -193,6 +193,8 @@ std::string Meaning(int code, bool coordinator) {
     case kExitInterrupted: return "interrupted";
     case kExitBadData: return "a corrupt corpus or checkpoint";
     case kExitPreempted: return "preempted: a checkpoint is committed";
+    case kExitRollback: return coordinator ? "" : "rolled back after an anomalous step (train.anomaly)";
+    case kExitDiverged: return coordinator ? "" : "the run diverges: more anomalies than train.anomaly.max_skips";
     default: return "";
   }
 }
@@ -227,6 +229,11 @@ int Report(const Child& coordinator, const Child& workers, bool interrupted, dou
     const std::string error = LastErrorLine(coordinator.log_path, coordinator.log_offset);
     if (!error.empty()) LOG(ERROR) << "[pretrain] the coordinator's last error: " << error;
   }
+  if (workers_code == kExitDiverged) {  // what to do is in the worker's message
+    const std::string error = LastErrorLine(workers.log_path, workers.log_offset);
+    if (!error.empty()) LOG(ERROR) << "[pretrain] " << error;
+    return kExitDiverged;
+  }
   const int code = coordinator_code.value_or(kExitError);
   const bool telling =
       code == kExitUsage || code == kExitAborted || code == kExitRegistration || code == kExitBadData;
@@ -243,7 +250,7 @@ bool Retryable(const Child& coordinator, const Child& workers) {
   if (*c == kExitPreempted) return false;            // stopped on purpose (SIGUSR1), resumed by its launcher
   auto fatal = [](const Child& child) {
     const std::optional<int> code = child.exit_code();
-    return code && !child.stopped && (*code == kExitUsage || *code == kExitBadData);
+    return code && !child.stopped && (*code == kExitUsage || *code == kExitBadData || *code == kExitDiverged);
   };
   return !fatal(coordinator) && !fatal(workers);
 }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/exit_codes.h"
 #include "common/process.h"
 #include "common/status.h"
 
@@ -24,21 +25,7 @@ namespace bert::cli {
 
 using Clock = std::chrono::steady_clock;
 
-// ExitCode of common/protocol.h, which the coordinator and the workers exit
-// with; repeated here because that header needs the generated protobuf code,
-// which bertctl does not link. Keep the two in step.
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitError = 1,
-  kExitUsage = 2,
-  kExitAborted = 3,
-  kExitCoordinatorLost = 4,
-  kExitRegistration = 5,
-  kExitInterrupted = 6,
-  kExitBadData = 7,
-  kExitPreempted = 8,  // SIGUSR1: a checkpoint is committed; the same command resumes from it
-};
-constexpr uint32_t kMaxWorldSize = 65536;  // as in common/protocol.h
+constexpr uint32_t kMaxWorldSize = 65536;  // as in common/protocol.h (which bertctl does not include)
 
 constexpr int kStopGraceMs = 10000;  // after SIGTERM, before SIGKILL
 // One side failed: the other normally notices within the heartbeat timeout

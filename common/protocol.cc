@@ -277,8 +277,9 @@ bool IsRetryableExit(int code) {
     case kExitUsage:
     case kExitBadData:
     case kExitInterrupted:
+    case kExitDiverged:
     case kExitPreempted: return false;  // stopped on purpose; resumed by whoever preempted it
-    default: return true;  // kExitError, kExitAborted, kExitCoordinatorLost, kExitRegistration, signals
+    default: return true;  // kExitError, kExitRollback, kExitAborted, kExitCoordinatorLost, kExitRegistration, signals
   }
 }
 

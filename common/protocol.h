@@ -64,6 +64,7 @@
 
 #include <zmq.hpp>
 
+#include "common/exit_codes.h"
 #include "common/protocol.pb.h"
 
 namespace bert {
@@ -82,22 +83,6 @@ constexpr uint32_t kMaxWorldSize = 65536;
 constexpr uint32_t kMaxCreditsPerMessage = 1024;
 constexpr size_t kMaxRankStateBytes = 4096;
 
-// Process exit codes of bert-coordinator and of workers using
-// coordinator/client.h; launchers (bertctl, the sbatch wrapper) act on them.
-enum ExitCode : int {
-  kExitOk = 0,               // the run is complete
-  kExitError = 1,            // I/O, corpus or internal error
-  kExitUsage = 2,            // bad flag or config value
-  kExitAborted = 3,          // coordinator: declared a worker dead and told the others to abort;
-                             // worker: the coordinator ordered an abort
-  kExitCoordinatorLost = 4,  // worker: the coordinator went silent or never answered Register
-  kExitRegistration = 5,     // coordinator: not all ranks registered in time;
-                             // worker: registration refused
-  kExitInterrupted = 6,      // SIGINT or SIGTERM
-  kExitBadData = 7,          // a corrupt corpus or checkpoint that no retry can fix
-  kExitPreempted = 8,        // SIGUSR1 (preemption): a checkpoint is committed and the run resumes from it;
-                             // worker: the coordinator stopped the run for it
-};
 // Whether a launcher should restart the run after this exit code (from
 // the latest checkpoint): a dead peer, a lost coordinator, a crash or a
 // kill are worth a retry; a bad flag, config or corrupt data are fatal.

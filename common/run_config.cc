@@ -130,6 +130,19 @@ Status RunConfig::Validate() const {
             "must be fp32 or bf16, got " + t.precision),
       Check(!(t.precision == "bf16" && t.device == "cpu"), "train.precision",
             "bf16 runs on CUDA only; use fp32 with train.device: cpu"),
+      Check(t.anomaly.action == "rollback" || t.anomaly.action == "off", "train.anomaly.action",
+            "must be rollback or off, got " + t.anomaly.action),
+      Check(t.anomaly.loss_spike == 0 || t.anomaly.loss_spike > 1, "train.anomaly.loss_spike",
+            "must be 0 (not checked) or > 1 (a multiple of the median loss)" + Got(t.anomaly.loss_spike)),
+      Check(t.anomaly.grad_norm_spike == 0 || t.anomaly.grad_norm_spike > 1, "train.anomaly.grad_norm_spike",
+            "must be 0 (not checked) or > 1 (a multiple of the median gradient norm)" + Got(t.anomaly.grad_norm_spike)),
+      Check(t.anomaly.median_window >= 10 && t.anomaly.median_window <= 100000, "train.anomaly.median_window",
+            "must be in [10, 100000]" + Got(t.anomaly.median_window)),
+      Check(t.anomaly.max_skips >= 0, "train.anomaly.max_skips", "must be >= 0" + Got(t.anomaly.max_skips)),
+      Check(t.anomaly.skip_window >= 1, "train.anomaly.skip_window", "must be >= 1" + Got(t.anomaly.skip_window)),
+      Check(std::all_of(t.anomaly.skip_steps.begin(), t.anomaly.skip_steps.end(),
+                        [&](int64_t step) { return step >= 0 && step < t.steps; }),
+            "train.anomaly.skip_steps", "must be steps in [0, train.steps)"),
       Check(log.every_steps >= 1, "log.every_steps", "must be >= 1" + Got(log.every_steps)),
       Check(checkpoint.every_steps >= 0, "checkpoint.every_steps",
             "must be >= 0 (0: only after the last step)" + Got(checkpoint.every_steps)),
@@ -205,13 +218,21 @@ Result<RunConfig> ParseRunConfig(const std::string& yaml_text, const std::string
   train.Get("activation_checkpointing", &t.activation_checkpointing);
   train.Get("dropout", &t.dropout);
   train.Get("init_from", &t.init_from);
+  YamlSection anomaly(train.Child("anomaly"), "train.anomaly.", &error);
+  anomaly.Get("action", &t.anomaly.action);
+  anomaly.Get("loss_spike", &t.anomaly.loss_spike);
+  anomaly.Get("grad_norm_spike", &t.anomaly.grad_norm_spike);
+  anomaly.Get("median_window", &t.anomaly.median_window);
+  anomaly.Get("max_skips", &t.anomaly.max_skips);
+  anomaly.Get("skip_window", &t.anomaly.skip_window);
+  anomaly.Get("skip_steps", &t.anomaly.skip_steps);
   YamlSection log(top.Child("log"), "log.", &error);
   log.Get("every_steps", &c.log.every_steps);
   YamlSection checkpoint(top.Child("checkpoint"), "checkpoint.", &error);
   checkpoint.Get("every_steps", &c.checkpoint.every_steps);
   checkpoint.Get("keep_last", &c.checkpoint.keep_last);
   checkpoint.Get("keep_every", &c.checkpoint.keep_every);
-  for (YamlSection* s : {&data, &train, &log, &checkpoint, &top}) s->RejectUnknownKeys();
+  for (YamlSection* s : {&data, &anomaly, &train, &log, &checkpoint, &top}) s->RejectUnknownKeys();
   if (!error.ok()) return Status::InvalidArgument(where + ": " + error.message());
   // One rule for every path in the file: relative to the file's directory.
   // Without run_dir the run goes to runs/NAME under the current directory
@@ -295,6 +316,17 @@ std::string RunConfig::ToYaml() const {
   out << YAML::Key << "activation_checkpointing" << YAML::Value << train.activation_checkpointing;
   out << YAML::Key << "dropout" << YAML::Value << train.dropout;
   out << YAML::Key << "init_from" << YAML::Value << Quoted{train.init_from};
+  const AnomalyConfig& a = train.anomaly;
+  out << YAML::Key << "anomaly" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "action" << YAML::Value << Quoted{a.action};
+  out << YAML::Key << "loss_spike" << YAML::Value << a.loss_spike;
+  out << YAML::Key << "grad_norm_spike" << YAML::Value << a.grad_norm_spike;
+  out << YAML::Key << "median_window" << YAML::Value << a.median_window;
+  out << YAML::Key << "max_skips" << YAML::Value << a.max_skips;
+  out << YAML::Key << "skip_window" << YAML::Value << a.skip_window;
+  out << YAML::Key << "skip_steps" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (int64_t step : a.skip_steps) out << step;
+  out << YAML::EndSeq << YAML::EndMap;
   out << YAML::EndMap;
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "every_steps" << YAML::Value << log.every_steps;

@@ -37,6 +37,23 @@ struct DataConfig {
                                  // documents joined by [SEP], no padding (datapipe/sample_plan.h)
 };
 
+// train.anomaly: loss spikes and non-finite steps (worker/train/anomaly.h).
+struct AnomalyConfig {
+  // rollback: a step whose loss or gradient norm is not finite, or spikes,
+  // is not applied; the run goes back to the last committed checkpoint and
+  // never trains on that step's batches (a recorded skip). off: a
+  // non-finite gradient only skips that update, in place, and spikes are
+  // not looked for.
+  std::string action = "rollback";
+  double loss_spike = 0;          // a loss above K x the median of the recent steps is a spike (0: not checked)
+  double grad_norm_spike = 0;     // likewise the gradient norm before clipping (0: not checked)
+  int64_t median_window = 100;    // the recent steps the medians are over (checked once 10 are there)
+  int64_t max_skips = 3;          // anomalies allowed within skip_window steps; one more stops the run
+  int64_t skip_window = 1000;
+  std::vector<int64_t> skip_steps;  // steps whose batches are never trained on, from the start (an
+                                    // operator's list; the run's own skips add to it)
+};
+
 struct TrainConfig {
   int64_t global_batch_size = 32;  // samples per optimizer step, all ranks and micro-batches together
   int64_t micro_batch_size = 0;    // samples per forward pass per rank; 0 = global / world size
@@ -70,6 +87,7 @@ struct TrainConfig {
   std::string init_from;           // start from these weights instead of init_seed's: a run, checkpoint or
                                    // HuggingFace directory with the same model shape and vocabulary
                                    // (continued, domain-adaptive pretraining); the optimizer starts fresh
+  AnomalyConfig anomaly;
 };
 
 struct LogConfig {

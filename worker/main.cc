@@ -94,6 +94,10 @@ int RunDistributed(const bert::RunConfig& config, bert::DistributedOptions optio
   }
   options.buffer_comm = buffers->get();
   bert::DistributedOutcome outcome = bert::RunDistributedPretraining(config, comm->get(), options);
+  if (outcome.exit_code == bert::kExitRollback) {  // not a failure: the launcher goes on from the checkpoint
+    if ((*comm)->rank() == 0) LOG(WARNING) << tag << " " << outcome.status.message();
+    return outcome.exit_code;
+  }
   if (!outcome.status.ok()) {
     LOG(ERROR) << tag << " " << outcome.status.message();
     return outcome.exit_code;
@@ -258,6 +262,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--save-params", dist.save_params,
                  "Rank 0 writes the final parameters here (raw fp32, the flat layout's order)");
+  std::vector<uint64_t> fault_nan_steps;
+  app.add_option("--fault-nan-steps", fault_nan_steps,
+                 "Testing: rank 0 puts a NaN into the gradient of these steps (train.anomaly's rollback)")
+      ->delimiter(',');
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -265,6 +273,7 @@ int main(int argc, char** argv) {
   }
   dist.bucket_bytes = static_cast<size_t>(bucket_mb) << 20;
   dist.shard_optimizer = !replicate_optimizer;
+  dist.fault_nan_steps.insert(fault_nan_steps.begin(), fault_nan_steps.end());
   if (!finetune_path.empty()) {
     bert::MpiEnvironment mpi(&argc, &argv);
     return RunFinetuneMode(finetune_path);

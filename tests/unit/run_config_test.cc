@@ -119,6 +119,30 @@ TEST(RunConfigTest, ARelativeRunDirIsRelativeToTheConfigFileLikeEveryPath) {
   EXPECT_EQ(c->run_dir, "/abs/run");
 }
 
+// train.anomaly: defaults (rollback on non-finite steps only) and a round trip.
+TEST(RunConfigTest, AnomalyKeysHaveDefaultsAndRoundTrip) {
+  Result<RunConfig> c = Parse(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.anomaly.action, "rollback");
+  EXPECT_EQ(c->train.anomaly.loss_spike, 0);
+  EXPECT_EQ(c->train.anomaly.max_skips, 3);
+  EXPECT_TRUE(c->train.anomaly.skip_steps.empty());
+  c = Parse(std::string(kMinimal) + "train:\n  anomaly:\n    loss_spike: 4\n    grad_norm_spike: 20\n"
+                                    "    median_window: 50\n    max_skips: 1\n    skip_window: 200\n"
+                                    "    skip_steps: [12, 40]\n");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->train.anomaly.skip_steps, (std::vector<int64_t>{12, 40}));
+  Result<RunConfig> again = ParseRunConfig(c->ToYaml(), "resolved.yaml", "/elsewhere");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->ToYaml(), c->ToYaml());
+  EXPECT_DOUBLE_EQ(again->train.anomaly.loss_spike, 4);
+  EXPECT_DOUBLE_EQ(again->train.anomaly.grad_norm_spike, 20);
+  EXPECT_EQ(again->train.anomaly.median_window, 50);
+  EXPECT_EQ(again->train.anomaly.max_skips, 1);
+  EXPECT_EQ(again->train.anomaly.skip_window, 200);
+  EXPECT_EQ(again->train.anomaly.skip_steps, (std::vector<int64_t>{12, 40}));
+}
+
 TEST(RunConfigTest, ResolvedYamlRoundTrips) {
   Result<RunConfig> c = Parse(std::string(kMinimal) + "train:\n  lr: 0.0005\n  optimizer: lamb\n  steps: 77\n  warmup_steps: 7\n");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -153,6 +177,15 @@ TEST(RunConfigTest, BadValuesNameFileAndKey) {
                                     "sentence pair), got mlm_nsp"},
       {"data:\n  objective: mlm_sop\n  packing: true\n", "run.yaml: data.packing: needs data.objective: mlm"},
       {"train:\n  dropout: 0.1\n", "run.yaml: train.dropout: has the wrong type ('0.1')"},
+      {"train:\n  anomaly:\n    action: skip\n", "run.yaml: train.anomaly.action: must be rollback or off, got skip"},
+      {"train:\n  anomaly:\n    loss_spike: 0.5\n", "run.yaml: train.anomaly.loss_spike: must be 0 (not checked) or > 1"},
+      {"train:\n  anomaly:\n    grad_norm_spike: -2\n", "run.yaml: train.anomaly.grad_norm_spike: must be 0"},
+      {"train:\n  anomaly:\n    median_window: 3\n", "run.yaml: train.anomaly.median_window: must be in [10, 100000]"},
+      {"train:\n  anomaly:\n    max_skips: -1\n", "run.yaml: train.anomaly.max_skips: must be >= 0"},
+      {"train:\n  anomaly:\n    skip_window: 0\n", "run.yaml: train.anomaly.skip_window: must be >= 1"},
+      {"train:\n  anomaly:\n    skip_steps: [5, 1000]\n", "run.yaml: train.anomaly.skip_steps: must be steps in [0, train.steps)"},
+      {"train:\n  anomaly:\n    skip_steps: five\n", "run.yaml: train.anomaly.skip_steps: has the wrong type ('five')"},
+      {"train:\n  anomaly:\n    spike: 3\n", "run.yaml: train.anomaly.spike: is not a known key"},
   };
   for (const Case& c : cases) {
     // Later keys of the same section replace the minimal config's (none overlap here).

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 
 #include "common/run_config.h"
@@ -55,6 +56,7 @@ struct DistributedOptions {
   std::string save_params;          // rank 0 writes the final flat fp32 parameters here (raw, native order)
   std::string device = "cpu";       // where the model trains, as torch::Device parses it ("cpu", "cuda:1"):
                                     // worker/train/device.h's choice for this process
+  std::set<uint64_t> fault_nan_steps;  // tests: rank 0 puts a NaN into these steps' gradients
   Communicator* buffer_comm = nullptr;  // carries the flat gradients and parameters (NCCL with a CUDA device);
                                         // null: `comm`, which always carries the host scalars and barriers
 };

@@ -177,7 +177,7 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
   pending_.num_padded_tokens += batch.batch_size() * batch.seq_len();
 }
 
-StepMetrics Trainer::ApplyGradients() {
+StepMetrics Trainer::ApplyGradients(const UpdateGate& accept) {
   CHECK_GT(pending_.micro_batches, 0) << "ApplyGradients without ForwardBackward";
   const Clock::time_point start = Clock::now();
   FlatParameters& params = model_->parameters();
@@ -205,7 +205,9 @@ StepMetrics Trainer::ApplyGradients() {
   metrics.grad_norm = std::sqrt(squares);
   metrics.lr = budget_fraction_ >= 0 ? options_.schedule.AtBudget(optimizer_.step() + 1, budget_fraction_)
                                      : options_.schedule.At(optimizer_.step() + 1);
-  if (std::isfinite(metrics.grad_norm)) {
+  const bool finite = std::isfinite(metrics.grad_norm);
+  const bool accepted = !accept || accept(metrics.grad_norm);  // asked about every step, a non-finite one too
+  if (finite && accepted) {
     double clip = 1.0;
     if (options_.max_grad_norm > 0 && metrics.grad_norm > options_.max_grad_norm) {
       clip = options_.max_grad_norm / (metrics.grad_norm + 1e-6);  // torch's clip_grad_norm_
@@ -220,8 +222,10 @@ StepMetrics Trainer::ApplyGradients() {
     }
   } else {
     metrics.skipped = true;
-    LOG(WARNING) << "[worker] step " << optimizer_.step() + 1 << ": gradient norm " << metrics.grad_norm
-                 << ", update skipped";
+    if (!finite && !accept) {  // a gate's caller reports its own refusals
+      LOG(WARNING) << "[worker] step " << optimizer_.step() + 1 << ": gradient norm " << metrics.grad_norm
+                   << ", update skipped";
+    }
     params.ZeroGrad();
   }
   metrics.step = optimizer_.step();

@@ -91,7 +91,7 @@ struct StepMetrics {
   double nsp_accuracy = 0;   // over all sequences of the step
   double lr = 0;             // rate used by this update
   double grad_norm = 0;      // global L2 norm before clipping
-  bool skipped = false;      // non-finite gradient: no update was made
+  bool skipped = false;      // no update was made: a non-finite gradient, or the caller's gate refused it
   int64_t num_sequences = 0, num_tokens = 0, num_padded_tokens = 0, num_masked = 0;
   double forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;
 };
@@ -127,8 +127,14 @@ class Trainer {
     ForwardBackward(batch, LossWeights{loss_scale, loss_scale});
   }
   // Clips, updates with the scheduled rate, zeroes the gradients and returns
-  // the metrics of the micro-batches since the last call.
-  StepMetrics ApplyGradients();
+  // the metrics of the micro-batches since the last call. `accept`, when
+  // given, sees the global gradient norm (finite or not) before the update
+  // and may refuse it (train.anomaly): the update is then skipped as for a non-finite one.
+  using UpdateGate = std::function<bool(double grad_norm)>;
+  StepMetrics ApplyGradients(const UpdateGate& accept = nullptr);
+  // This process's share of the pending step's loss (a weighted sum; summed
+  // over the ranks it is the step's loss).
+  double pending_loss() const { return pending_.loss; }
 
   int64_t step() const { return optimizer_.step(); }
   // Time-budget runs: the fraction of the budget spent, which the next
