@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "cli/elastic.h"
 #include "cli/launcher.h"
 #include "cli/slurm_job.h"
 #include "cli/supervisor.h"
@@ -57,6 +58,8 @@ struct PretrainArgs {
   std::string launcher = "mpirun";         // mpirun, or srun inside a Slurm allocation (cli/launcher.h)
   std::string srun_args;                   // extra srun flags, split on whitespace
   std::string worker_args;                 // extra bert-worker flags, split on whitespace
+  uint32_t min_workers = 0;                // elastic shrink down to this many (0: off; cli/elastic.h)
+  double replace_timeout_s = 300;          // a lost worker not back by then is given up
 };
 
 std::vector<std::string> SplitWords(const std::string& text) {
@@ -293,11 +296,18 @@ int RunPretrain(const PretrainArgs& args) {
   if (!recorded.ok()) LOG(WARNING) << "[pretrain] " << recorded.message();
   double backoff_s = args.restart_backoff_s;
   uint64_t restarts = 0;  // after failures (--max-restarts); rollbacks after anomalies are not failures
+  PretrainArgs sized = args;  // with the world size of this generation (elastic shrink)
+  ElasticPolicy elastic(args.workers, args.min_workers > 0 ? args.min_workers : args.workers, args.replace_timeout_s,
+                        [&](uint32_t w) {
+                          return DispatchGeometry::Make(config->train.global_batch_size, w,
+                                                        config->train.micro_batch_size)
+                              .ok();
+                        });
   for (uint64_t generation = 0;; ++generation) {
     Child coordinator("coordinator", run_dir + "/coordinator/coordinator.log");
     Child workers(std::string("workers (") + LauncherName(*launcher) + ")", run_dir + "/workers.log");
     const bool interrupted =
-        RunOnce(args, *coordinator_bin, *worker_bin, *mpirun, config_path, endpoint_path, generation, &coordinator,
+        RunOnce(sized, *coordinator_bin, *worker_bin, *mpirun, config_path, endpoint_path, generation, &coordinator,
                 &workers);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (g_checkpoint_signals.load() > 0 && !interrupted) {  // stopped for preemption: no relaunch here
@@ -320,6 +330,28 @@ int RunPretrain(const PretrainArgs& args) {
       std::error_code ignored;
       fs::remove(endpoint_path, ignored);
       continue;
+    }
+    if (!interrupted && Retryable(coordinator, workers) && args.min_workers > 0) {
+      const double now_s = std::chrono::duration<double>(Clock::now() - start).count();
+      const uint64_t latest_step = latest.rfind("step-", 0) == 0 ? std::stoull("0" + latest.substr(5)) : 0;
+      const uint32_t before = elastic.workers();
+      if (std::optional<uint32_t> fewer =
+              elastic.AfterFailure(latest_step, now_s, restarts >= static_cast<uint64_t>(args.max_restarts))) {
+        LOG(WARNING) << "[pretrain] " << Describe(coordinator, true) << "; " << Describe(workers, false)
+                     << ". No progress with " << before << " workers"
+                     << (restarts >= static_cast<uint64_t>(args.max_restarts) ? " after " + std::to_string(restarts) +
+                                                                                    " relaunch(es)"
+                                                                              : " for --replace-timeout-s " +
+                                                                                    FormatDuration(args.replace_timeout_s))
+                     << ": a lost worker that does not come back. Continuing with " << *fewer << " workers (--min-workers "
+                     << args.min_workers << ") from " << from << "; the global batch stays "
+                     << config->train.global_batch_size << " samples (more micro-batches per rank)";
+        sized.workers = *fewer;
+        restarts = 0;  // the new size gets its own relaunches
+        std::error_code ignored;
+        fs::remove(endpoint_path, ignored);
+        continue;
+      }
     }
     if (interrupted || !Retryable(coordinator, workers) || restarts >= static_cast<uint64_t>(args.max_restarts)) {
       if (!interrupted && restarts >= static_cast<uint64_t>(args.max_restarts) && Retryable(coordinator, workers) &&
@@ -409,6 +441,16 @@ std::function<int()> SetupPretrain(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--srun-args", args->srun_args, "Extra srun flags, e.g. \"--ntasks-per-node=8 --gpus-per-task=1\"");
   cmd->add_option("--worker-args", args->worker_args, "Extra bert-worker flags, e.g. \"--checksum-every 10\"");
+  cmd->add_option("--min-workers", args->min_workers,
+                  "Elastic shrink: when lost workers do not come back, continue from the last checkpoint with fewer "
+                  "ranks, down to this many, with the same global batch (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, kMaxWorldSize));
+  cmd->add_option("--replace-timeout-s", args->replace_timeout_s,
+                  "With --min-workers: relaunches that make no progress for this long (or run out) give the lost "
+                  "workers up")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0 * 30));
   return [args] { return RunPretrain(*args); };
 }
 

@@ -1,4 +1,5 @@
 #include "common/protocol.h"
+#include "common/worker_activity.h"
 
 #include <google/protobuf/stubs/logging.h>
 #include <glog/logging.h>
@@ -101,6 +102,12 @@ Reject ValidateAck(const proto::Ack& ack, std::string* detail) {
 }
 
 Reject ValidateWorkerHeartbeat(const proto::Heartbeat& heartbeat, std::string* detail) {
+  if (heartbeat.phase() >= static_cast<uint32_t>(WorkerPhase::kCount)) {
+    return Fail(Reject::kBadField, detail, "Heartbeat.phase: " + std::to_string(heartbeat.phase()) + " is no phase");
+  }
+  if (heartbeat.phase_ms() >= uint64_t{1} << 40) {
+    return Fail(Reject::kBadField, detail, "Heartbeat.phase_ms: 2^40 or more");
+  }
   if (heartbeat.rss_bytes() >= uint64_t{1} << 50) {
     return Fail(Reject::kBadField, detail, "Heartbeat.rss_bytes: 2^50 or more");
   }

@@ -346,6 +346,16 @@ void CoordinatorClient::IoLoop() {
       heartbeat.mutable_heartbeat()->set_sent_unix_ms(UnixMs());
       heartbeat.mutable_heartbeat()->set_step(last_acked_step_.load());
       heartbeat.mutable_heartbeat()->set_rss_bytes(ResidentBytes());
+      if (options_.activity != nullptr) {
+        const WorkerActivity::Snapshot activity = options_.activity->Read();
+        proto::Heartbeat* h = heartbeat.mutable_heartbeat();
+        h->set_has_activity(true);
+        h->set_phase(static_cast<uint32_t>(activity.phase));
+        h->set_phase_ms(static_cast<uint64_t>(std::min<int64_t>(activity.phase_ms, (int64_t{1} << 40) - 1)));
+        h->set_collectives(activity.collectives);
+        h->set_in_collective(activity.in_collective);
+        h->set_activity_step(activity.step);
+      }
       SendEnvelope(dealer_, "", heartbeat);
       last_sent_heartbeat_ms = now;
     }

@@ -18,7 +18,8 @@
 // data in steady state. The same thread sends a Heartbeat every interval
 // (even while the training thread is busy) and watches the coordinator's:
 // after heartbeat_timeout_ms of silence the coordinator is lost. Heartbeats
-// carry the last acked step and this process's resident memory.
+// carry the last acked step, this process's resident memory and, with
+// ClientOptions::activity, what the training thread is doing.
 //
 // Abort: when the coordinator orders an abort (a peer died) or is lost, the
 // abort callback runs on the I/O thread (e.g. to abort NCCL collectives that
@@ -48,6 +49,7 @@
 #include "common/curve_keys.h"
 #include "common/protocol.h"
 #include "common/status.h"
+#include "common/worker_activity.h"
 #include "datapipe/batch_codec.h"
 
 namespace bert {
@@ -65,6 +67,9 @@ struct ClientOptions {
   // CURVE keys (LoadWorkerKeys(RUN_DIR/keys)); nullopt: a plain connection,
   // which a coordinator only accepts with --insecure.
   std::optional<WorkerKeys> keys;
+  // What the training thread is doing, sent with every Heartbeat (for the
+  // coordinator's hang diagnosis); null: not reported. Must outlive the client.
+  const WorkerActivity* activity = nullptr;
 };
 
 // What RegisterReply told the worker.

@@ -169,6 +169,11 @@ void AddOptions(CLI::App& app, Args* args) {
   app.add_option("--heartbeat-timeout-ms", args->server.heartbeat_timeout_ms,
                  "A worker silent this long is dead; the others are told to abort")
       ->capture_default_str();
+  app.add_option("--collective-timeout-ms", args->server.collective_timeout_ms,
+                 "Ranks waiting this long in a collective another rank never entered: name that rank and what it "
+                 "does, and abort the run (0: not checked)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   app.add_option("--register-timeout-ms", args->server.register_timeout_ms,
                  "Every rank must register within this (after start)")
       ->capture_default_str();

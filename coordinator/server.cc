@@ -1,4 +1,5 @@
 #include "coordinator/server.h"
+#include "coordinator/hang_diagnosis.h"
 
 #include <algorithm>
 #include <chrono>
@@ -147,6 +148,7 @@ void Server::HandleMessage(zmq::message_t* parts, size_t num_parts, size_t dropp
     case proto::Envelope::kAck: return HandleAck(*rank, envelope.ack());
     case proto::Envelope::kShardDurable: return HandleShardDurable(*rank, envelope.shard_durable());
     case proto::Envelope::kHeartbeat:
+      registry_.SetActivity(*rank, envelope.heartbeat(), MonotonicMs());
       if (options_.board) options_.board->OnHeartbeat(*rank, envelope.heartbeat());
       return;  // otherwise Touch() was its purpose
     default: return;
@@ -394,10 +396,18 @@ int Server::CheckRunState(int64_t now_ms) {
   }
   if (std::optional<uint32_t> dead = registry_.FirstDead(now_ms, options_.heartbeat_timeout_ms)) {
     const WorkerInfo& info = *registry_.Find(*dead);
+    const std::string doing = DescribeActivity(info, now_ms);
     return Finish(kExitAborted,
                   info.Describe() + " is dead: no message for " + std::to_string(now_ms - info.last_seen_ms) +
-                      " ms (timeout " + std::to_string(options_.heartbeat_timeout_ms) + " ms)",
+                      " ms (timeout " + std::to_string(options_.heartbeat_timeout_ms) + " ms)" +
+                      (doing.empty() ? "" : "; it was at " + doing),
                   static_cast<int>(*dead));
+  }
+  if (options_.collective_timeout_ms > 0) {
+    // Every rank is told (a stuck rank whose I/O thread lives may still leave).
+    if (std::optional<Hang> hang = FindHang(registry_.workers(), now_ms, options_.collective_timeout_ms)) {
+      return Finish(kExitAborted, "hung " + hang->message);
+    }
   }
   if (!registry_.AllRegistered() && now_ms - start_ms_ > options_.register_timeout_ms) {
     std::string missing;

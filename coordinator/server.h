@@ -13,7 +13,9 @@
 //
 // Run() returns the process exit code (ExitCode in common/protocol.h):
 //   kExitOk            every step acknowledged; Done sent to every worker
-//   kExitAborted       a worker was silent for heartbeat_timeout_ms: the others got Abort
+//   kExitAborted       a worker was silent for heartbeat_timeout_ms: the others got Abort;
+//                      or ranks waited in a collective for collective_timeout_ms that
+//                      one never entered (coordinator/hang_diagnosis.h): all got Abort
 //   kExitRegistration  not every rank registered within register_timeout_ms
 //   kExitInterrupted   *stop became true: the workers got Abort
 //   kExitPreempted     *checkpoint_and_stop became true and the checkpoint it
@@ -66,6 +68,7 @@ struct ServerOptions {
   BuilderOptions builder;
   int heartbeat_interval_ms = 500;          // both ways
   int heartbeat_timeout_ms = 3000;          // silent longer = dead
+  int64_t collective_timeout_ms = 600000;   // a rank in one collective this long: a hang (0: not checked)
   int64_t register_timeout_ms = 600000;     // all ranks must register within this
   int64_t max_message_bytes = 1 << 20;      // ZMQ_MAXMSGSIZE: libzmq drops peers sending bigger frames
   double progress_every_s = 10;             // progress line interval

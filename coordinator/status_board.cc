@@ -94,6 +94,7 @@ void StatusBoard::OnHeartbeat(uint32_t rank, const proto::Heartbeat& heartbeat) 
   std::lock_guard<std::mutex> lock(mutex_);
   if (rank >= workers_.size()) return;
   if (heartbeat.rss_bytes() > 0) workers_[rank].rss_bytes = heartbeat.rss_bytes();
+  if (heartbeat.has_activity()) workers_[rank].phase = WorkerPhaseName(static_cast<WorkerPhase>(heartbeat.phase()));
 }
 
 void StatusBoard::OnEpoch(uint64_t step, uint64_t epoch) {
@@ -426,6 +427,7 @@ Json StatusBoard::Snapshot(int64_t now_ms) const {
       entry["heartbeat_age_s"] = static_cast<double>(std::max<int64_t>(0, at_ms - w.last_seen_ms)) / 1e3;
       entry["step"] = w.steps_acked;
       entry["rss_bytes"] = w.rss_bytes > 0 ? Json(w.rss_bytes) : Json(nullptr);
+      entry["phase"] = w.phase.empty() ? Json(nullptr) : Json(w.phase);
     }
     entry["step_time_ms"] = OrNull(w.step_ms);
     entry["compute_ms"] = OrNull(w.compute_ms);

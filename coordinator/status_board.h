@@ -127,6 +127,7 @@ class StatusBoard {
     int64_t last_seen_ms = 0;
     uint64_t steps_acked = 0;  // last acked step + 1
     uint64_t rss_bytes = 0;
+    std::string phase;         // what its training thread does, at its last heartbeat ("" unknown)
     std::optional<double> step_ms, compute_ms, data_wait_ms;  // of its last complete step
     int slow_steps = 0;        // in a row
     double slowness = 0;       // busy time / median, last complete step

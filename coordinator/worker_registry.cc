@@ -67,6 +67,19 @@ void WorkerRegistry::Touch(uint32_t rank, int64_t now_ms) {
   if (it != workers_.end()) it->second.last_seen_ms = now_ms;
 }
 
+void WorkerRegistry::SetActivity(uint32_t rank, const proto::Heartbeat& heartbeat, int64_t now_ms) {
+  auto it = workers_.find(rank);
+  if (it == workers_.end() || !heartbeat.has_activity()) return;
+  WorkerInfo::Activity& a = it->second.activity;
+  a.known = true;
+  a.phase = static_cast<WorkerPhase>(heartbeat.phase());  // < kCount: ValidateFromWorker
+  a.step = heartbeat.activity_step();
+  a.phase_ms = static_cast<int64_t>(heartbeat.phase_ms());
+  a.collectives = heartbeat.collectives();
+  a.in_collective = heartbeat.in_collective();
+  a.received_ms = now_ms;
+}
+
 std::optional<uint32_t> WorkerRegistry::FirstDead(int64_t now_ms, int64_t timeout_ms) const {
   std::optional<uint32_t> dead;
   int64_t oldest = now_ms - timeout_ms;

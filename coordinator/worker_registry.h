@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/protocol.h"
+#include "common/worker_activity.h"
 
 namespace bert {
 
@@ -31,6 +32,17 @@ struct WorkerInfo {
   uint64_t generation = 0;
   int64_t registered_ms = 0;
   int64_t last_seen_ms = 0;
+  // What its training thread was doing at its last Heartbeat that said
+  // (common/worker_activity.h); known is false until one did.
+  struct Activity {
+    bool known = false;
+    WorkerPhase phase = WorkerPhase::kStarting;
+    uint64_t step = 0;
+    int64_t phase_ms = 0;       // in the phase when the heartbeat was sent
+    uint64_t collectives = 0;   // collectives entered by then
+    bool in_collective = false;
+    int64_t received_ms = 0;    // when the heartbeat arrived
+  } activity;
   // "rank 1 (host h, pid 123, cuda:0)": how logs and Abort reasons name it.
   std::string Describe() const;
 };
@@ -48,6 +60,8 @@ class WorkerRegistry {
   std::optional<uint32_t> RankOf(const std::string& identity) const;
   const WorkerInfo* Find(uint32_t rank) const;
   void Touch(uint32_t rank, int64_t now_ms);
+  // Keeps a Heartbeat's activity fields (when it has them).
+  void SetActivity(uint32_t rank, const proto::Heartbeat& heartbeat, int64_t now_ms);
 
   // The registered worker silent for longest, if over timeout_ms.
   std::optional<uint32_t> FirstDead(int64_t now_ms, int64_t timeout_ms) const;

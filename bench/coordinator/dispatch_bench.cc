@@ -26,12 +26,12 @@
 #include "common/logging.h"
 #include "coordinator/client.h"
 #include "coordinator/server.h"
+#include "bench/coordinator/kernel_docs_corpus.h"
 #include "datapipe/corpus_ingest.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kCorpusDir = "/usr/share/doc/linux-doc-6.1/Documentation";
 constexpr uint32_t kWorkers = 2;
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
@@ -185,30 +185,12 @@ int main(int argc, char** argv) {
   }
   if (steps == 0) steps = smoke ? 40 : 400;
 
-  // A temporary corpus of the kernel documentation, removed on every way out.
-  const std::string temp = (std::filesystem::temp_directory_path() / ("bert-dispatch-bench-" + std::to_string(getpid()))).string();
-  struct RemoveOnExit {
-    std::string dir;
-    ~RemoveOnExit() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } remove_on_exit{temp};
-  std::vector<std::string> errors;
-  std::vector<std::string> files = bert::ExpandInputPaths({kCorpusDir}, &errors);
-  if (files.empty()) return Fail(bert::Status::NotFound(std::string(kCorpusDir) + " is missing; run scripts/setup.sh"));
-  files.resize(std::min<size_t>(files.size(), smoke ? 200 : 2000));
-  auto vocab = bert::Vocab::Load(std::string(BERT_VOCAB_DIR) + "/bert-base-uncased-vocab.txt");
-  if (!vocab.ok()) return Fail(vocab.status());
-  bert::IngestOptions ingest;
-  ingest.files = files;
-  ingest.num_threads = 2;
-  ingest.progress_interval_s = 1e9;
-  auto report = bert::IngestCorpus(temp + "/db", bert::FullTokenizer(*vocab, bert::TokenizerOptions()), ingest);
-  if (!report.ok()) return Fail(report.status());
+  bert::bench::KernelDocsCorpus corpus("bert-dispatch-bench");  // removed on every way out
+  if (bert::Status ingested = corpus.Ingest(smoke ? 200 : 2000); !ingested.ok()) return Fail(ingested);
+  const std::string temp = corpus.dir();
   bert::RunConfig config;
-  config.vocab = std::string(BERT_VOCAB_DIR) + "/bert-base-uncased-vocab.txt";
-  config.data.db = {temp + "/db"};
+  config.vocab = bert::bench::KernelDocsCorpus::vocab_path();
+  config.data.db = {corpus.db()};
   auto data = bert::OpenDataSource(config, uint64_t{1} << 33);
   if (!data.ok()) return Fail(data.status());
   auto geometry = bert::DispatchGeometry::Make(256, kWorkers, 32);  // BERT's batch of 256 at seq 128
@@ -216,7 +198,7 @@ int main(int argc, char** argv) {
 
   std::printf("dispatch_bench: linux-doc-6.1 (%zu files%s), %llu documents; seq %d, G 256 = %u ranks x %u micro-batches "
               "of 32; prefetch %u; %d build threads; %u CPU cores\n",
-              files.size(), smoke ? ", smoke" : "", (unsigned long long)data->index->num_documents(),
+              corpus.num_files(), smoke ? ", smoke" : "", (unsigned long long)data->index->num_documents(),
               data->options.max_seq_len, kWorkers, geometry->micro_batches, options.prefetch,
               options.builder.num_threads, std::thread::hardware_concurrency());
   auto server_keys = bert::LoadOrCreateServerKeys(temp + "/keys");

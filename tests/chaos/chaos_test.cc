@@ -23,20 +23,6 @@
 namespace bert::testing {
 namespace {
 
-// Processes whose command line mentions `needle` and whose program is `name`.
-std::vector<pid_t> FindProcesses(const std::string& name, const std::string& needle) {
-  std::vector<pid_t> found;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename().string();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    Result<std::string> cmdline = ReadFile(entry.path() / "cmdline");
-    if (!cmdline.ok() || cmdline->find(needle) == std::string::npos) continue;
-    const std::string program = cmdline->substr(0, cmdline->find('\0'));
-    if (fs::path(program).filename() == name && Alive(std::stoi(pid))) found.push_back(std::stoi(pid));
-  }
-  return found;
-}
-
 std::string Text(const std::string& path) {
   Result<std::string> text = ReadFile(path);
   return text.ok() ? *text : "";

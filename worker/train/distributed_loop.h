@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "coordinator/client.h"
 #include "worker/comm/communicator.h"
+#include "worker/comm/traced_communicator.h"
 #include "worker/model/bert_heads.h"
 #include "worker/train/anomaly.h"
 #include "worker/train/checkpoint_io.h"
@@ -28,8 +29,10 @@ class DistributedLoop {
  public:
   DistributedLoop(const RunConfig& config, Communicator* comm, const DistributedOptions& options)
       : config_(config),
-        comm_(comm),
-        buffer_comm_(options.buffer_comm != nullptr ? options.buffer_comm : comm),
+        traced_comm_(comm, &activity_),
+        traced_buffer_comm_(options.buffer_comm != nullptr ? options.buffer_comm : comm, &activity_),
+        comm_(&traced_comm_),
+        buffer_comm_(options.buffer_comm != nullptr ? &traced_buffer_comm_ : &traced_comm_),
         options_(options),
         tag_("[worker r" + std::to_string(comm->rank()) + "]"),
         anomaly_(config.train.anomaly) {}
@@ -81,6 +84,8 @@ class DistributedLoop {
   Status Finish(DistributedOutcome* outcome);
 
   const RunConfig& config_;
+  WorkerActivity activity_;  // phase, step and collectives, for the coordinator's hang diagnosis
+  TracedCommunicator traced_comm_, traced_buffer_comm_;  // the given communicators, recorded in activity_
   Communicator* comm_;         // host scalars, barriers, checksums (MPI)
   Communicator* buffer_comm_;  // the flat gradients and parameters (NCCL on CUDA; else comm_)
   DistributedOptions options_;

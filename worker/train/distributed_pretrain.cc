@@ -109,6 +109,7 @@ Status DistributedLoop::Prepare() {
   if (!pretraining.ok()) return pretraining.status();
   model_ = std::move(pretraining->model);
   trainer_ = std::move(pretraining->trainer);
+  trainer_->set_activity(&activity_);
   for (const ShardRange& range :
        ShardRanges(static_cast<uint64_t>(model_->parameters().numel()), static_cast<uint32_t>(comm_->world_size()))) {
     parts_.push_back(range.size());
@@ -154,6 +155,7 @@ Status DistributedLoop::Prepare() {
   client_options.device = model_->parameters().values().device().str();
   client_options.generation = options_.generation;
   client_options.register_timeout_ms = options_.register_timeout_ms;
+  client_options.activity = &activity_;
   client_ = std::make_unique<CoordinatorClient>(client_options);
   Communicator* comm = comm_;
   const std::string tag = tag_;

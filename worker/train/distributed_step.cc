@@ -49,6 +49,8 @@ Status DistributedLoop::Train(DistributedOutcome* outcome) {
 }
 
 Result<WorkerBatch> DistributedLoop::NextBatchOf(uint64_t step, uint32_t m) {
+  activity_.SetStep(step);
+  activity_.Enter(WorkerPhase::kDataWait);
   Result<std::optional<WorkerBatch>> next = client_->NextBatch();
   if (!next.ok()) return next.status();
   if (!next->has_value()) {
@@ -241,6 +243,7 @@ Status DistributedLoop::AfterStep(uint64_t step, const StepEnd& end, Distributed
   const uint64_t pending = client_->PendingCheckpointRequest();
   if (pending != 0 && pending <= handled_checkpoint_order_) client_->ClearCheckpointRequest(pending);
   if (IsCheckpointStep(step + 1) || preemption || end.budget_end) {
+    activity_.Enter(WorkerPhase::kCheckpoint);
     nlohmann::json state;
     if (comm_->rank() == 0) {
       state = ModelStateJson(model_->parameters(), trainer_->optimizer(), trainer_->options().schedule,

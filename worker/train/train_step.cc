@@ -130,6 +130,7 @@ LossWeights LossWeights::ShareOf(const PretrainBatch& batch, int64_t step_masked
 }
 
 void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights& weights) {
+  if (activity_ != nullptr) activity_->Enter(WorkerPhase::kForward);
   Clock::time_point start = Clock::now();
   const torch::Device device = model_->parameters().values().device();
   const PretrainBatch batch = host_batch.input_ids.device() == device ? host_batch : host_batch.To(device);
@@ -156,6 +157,7 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
     loss.nsp_loss = 0;
     loss.nsp_correct = 0;
   }
+  if (activity_ != nullptr) activity_->Enter(WorkerPhase::kBackward);
   if (used.nsp == 0) {
     (loss.mlm * used.mlm).backward();
   } else if (used.mlm == 1.0 && used.nsp == 1.0) {
@@ -179,6 +181,7 @@ void Trainer::ForwardBackward(const PretrainBatch& host_batch, const LossWeights
 
 StepMetrics Trainer::ApplyGradients(const UpdateGate& accept) {
   CHECK_GT(pending_.micro_batches, 0) << "ApplyGradients without ForwardBackward";
+  if (activity_ != nullptr) activity_->Enter(WorkerPhase::kOptimizer);
   const Clock::time_point start = Clock::now();
   FlatParameters& params = model_->parameters();
   StepMetrics metrics;

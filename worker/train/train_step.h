@@ -38,6 +38,7 @@
 
 #include "common/run_config.h"
 #include "common/status.h"
+#include "common/worker_activity.h"
 #include "worker/model/bert_heads.h"
 #include "worker/train/lr_schedule.h"
 #include "worker/train/optimizer.h"
@@ -141,6 +142,9 @@ class Trainer {
   // ApplyGradients() decays the rate by (LrSchedule::AtBudget); negative
   // (the default): the schedule runs over steps.
   void SetBudgetFraction(double fraction) { budget_fraction_ = fraction; }
+  // Where the trainer records its phase (forward, backward, optimizer) for
+  // the hang diagnosis; null (the default): nowhere. Must outlive it.
+  void set_activity(WorkerActivity* activity) { activity_ = activity; }
   FlatOptimizer& optimizer() { return optimizer_; }
   const TrainerOptions& options() const { return options_; }
   BertForPreTraining& model() { return *model_; }
@@ -153,6 +157,7 @@ class Trainer {
   int64_t shard_begin_, shard_end_;  // this rank's flat range
   FlatOptimizer optimizer_;
   MicroBatchStats pending_;
+  WorkerActivity* activity_ = nullptr;
 };
 
 // A run's model and trainer as its config describes them: LibTorch's

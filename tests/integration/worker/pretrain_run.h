@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 #include "common/protocol.h"
 #include "integration/coordinator/coordinator_run.h"
@@ -62,6 +63,20 @@ inline int RankOf(pid_t pid) {
   return at == std::string::npos ? -1 : std::atoi(environ->c_str() + at + key.size());
 }
 
+// Processes whose command line mentions `needle` and whose program is `name`.
+inline std::vector<pid_t> FindProcesses(const std::string& name, const std::string& needle) {
+  std::vector<pid_t> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    Result<std::string> cmdline = ReadFile(entry.path() / "cmdline");
+    if (!cmdline.ok() || cmdline->find(needle) == std::string::npos) continue;
+    const std::string program = cmdline->substr(0, cmdline->find('\0'));
+    if (fs::path(program).filename() == name && Alive(std::stoi(pid))) found.push_back(std::stoi(pid));
+  }
+  return found;
+}
+
 class PretrainRunTest : public CoordinatorRunTest {
  protected:
   // bert-tiny without dropout (so that W = 1 and W = 2 compute the same
@@ -85,6 +100,16 @@ class PretrainRunTest : public CoordinatorRunTest {
     return path;
   }
 
+  // A config of WriteRun with another global batch (e.g. 30 for 3 ranks).
+  static void SetGlobalBatch(const std::string& config, uint64_t global_batch) {
+    Result<std::string> yaml = ReadFile(config);
+    ASSERT_TRUE(yaml.ok()) << yaml.status().message();
+    const std::string from = "global_batch_size: " + std::to_string(kGlobalBatch);
+    const size_t at = yaml->find(from);
+    ASSERT_NE(at, std::string::npos) << *yaml;
+    WriteText(config, yaml->replace(at, from.size(), "global_batch_size: " + std::to_string(global_batch)));
+  }
+
   struct Run {
     std::unique_ptr<Subprocess> coordinator, workers;
   };
@@ -100,14 +125,20 @@ class PretrainRunTest : public CoordinatorRunTest {
     fs::remove(work_ / (name + "/coordinator/http"), ignored);
     std::vector<std::string> coordinator_argv = {Coordinator(), "--config", config, "--world-size",
                                                  std::to_string(world), "--bind", "tcp://127.0.0.1:*",
-                                                 "--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "3000"};
-    if (std::find(coordinator_flags.begin(), coordinator_flags.end(), "--prefetch") == coordinator_flags.end()) {
-      coordinator_argv.insert(coordinator_argv.end(), {"--prefetch", "4"});
+                                                 "--heartbeat-interval-ms", "500"};
+    // Defaults the test's own flags may replace.
+    for (const auto& [flag, value] : {std::pair<const char*, const char*>{"--prefetch", "4"},
+                                      std::pair<const char*, const char*>{"--heartbeat-timeout-ms", "3000"}}) {
+      if (std::find(coordinator_flags.begin(), coordinator_flags.end(), flag) == coordinator_flags.end()) {
+        coordinator_argv.insert(coordinator_argv.end(), {flag, value});
+      }
     }
     coordinator_argv.insert(coordinator_argv.end(), coordinator_flags.begin(), coordinator_flags.end());
     run.coordinator = std::make_unique<Subprocess>(coordinator_argv, work_ / (name + "-coordinator.log"));
     std::vector<std::string> argv = {"/usr/bin/mpirun", "--allow-run-as-root", "-np", std::to_string(world),
-                                     "--bind-to", "none", Worker(), "--config", config};
+                                     "--bind-to", "none"};
+    if (world > std::thread::hardware_concurrency()) argv.push_back("--oversubscribe");  // more ranks than cores
+    argv.insert(argv.end(), {Worker(), "--config", config});
     argv.insert(argv.end(), worker_flags.begin(), worker_flags.end());
     run.workers = std::make_unique<Subprocess>(argv, work_ / (name + "-workers.log"));
     return run;

@@ -149,6 +149,8 @@ TEST(StatusBoardTest, WorkersAreLateThenDeadByTheirSilence) {
   board.OnRegister(Info(1), 0);
   proto::Heartbeat heartbeat;
   heartbeat.set_rss_bytes(123456789);
+  heartbeat.set_has_activity(true);
+  heartbeat.set_phase(static_cast<uint32_t>(WorkerPhase::kBackward));
   board.OnHeartbeat(1, heartbeat);
   board.OnSeen(0, 3000);
   Json status = board.Snapshot(3400);
@@ -156,6 +158,8 @@ TEST(StatusBoardTest, WorkersAreLateThenDeadByTheirSilence) {
   EXPECT_EQ(status["workers"][1]["state"], "dead");  // silent 3.4 s > 3 s
   EXPECT_DOUBLE_EQ(status["workers"][1]["heartbeat_age_s"].get<double>(), 3.4);
   EXPECT_EQ(status["workers"][1]["rss_bytes"], 123456789);
+  EXPECT_EQ(status["workers"][1]["phase"], "backward");  // what it was doing when last heard of
+  EXPECT_TRUE(status["workers"][0]["phase"].is_null()) << "no activity reported";
   EXPECT_EQ(board.Snapshot(4100)["workers"][0]["state"], "late");  // 1.1 s > 2 intervals
   EXPECT_EQ(status["workers"][1]["host"], "node1");
 }
@@ -381,6 +385,14 @@ TEST(ProtocolMonitoringTest, StepFiguresAndHeartbeatMemoryAreChecked) {
   heartbeat.mutable_heartbeat()->set_rss_bytes(uint64_t{1} << 50);
   EXPECT_EQ(ValidateFromWorker(heartbeat, &detail), Reject::kBadField);
   EXPECT_NE(detail.find("Heartbeat.rss_bytes"), std::string::npos) << detail;
+  heartbeat.mutable_heartbeat()->set_rss_bytes(1);
+  heartbeat.mutable_heartbeat()->set_phase(static_cast<uint32_t>(WorkerPhase::kCount));
+  EXPECT_EQ(ValidateFromWorker(heartbeat, &detail), Reject::kBadField);
+  EXPECT_NE(detail.find("Heartbeat.phase: 7 is no phase"), std::string::npos) << detail;
+  heartbeat.mutable_heartbeat()->set_phase(static_cast<uint32_t>(WorkerPhase::kBackward));
+  heartbeat.mutable_heartbeat()->set_phase_ms(uint64_t{1} << 40);
+  EXPECT_EQ(ValidateFromWorker(heartbeat, &detail), Reject::kBadField);
+  EXPECT_NE(detail.find("Heartbeat.phase_ms"), std::string::npos) << detail;
 }
 
 }  // namespace
