@@ -165,6 +165,8 @@ class StatusBoard {
   void WriteMetricsLine(uint64_t steps_done, int64_t now_ms);
   std::string State() const;
   std::string WorkerState(const Worker& worker, int64_t now_ms) const;
+  // A finite value, else JSON null.
+  static nlohmann::json OrNull(const std::optional<double>& value);
 
   const StatusBoardOptions options_;
   uint64_t total_steps_;  // options_.total_steps, or the step a spent time budget ended the run at
