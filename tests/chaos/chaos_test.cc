@@ -23,11 +23,6 @@
 namespace bert::testing {
 namespace {
 
-std::string Text(const std::string& path) {
-  Result<std::string> text = ReadFile(path);
-  return text.ok() ? *text : "";
-}
-
 // How many relaunches the launcher has announced in its log.
 int Restarts(const std::string& output) {
   int restarts = 0;
@@ -55,14 +50,7 @@ class ChaosTest : public PretrainRunTest {
     Result<LoadedCheckpoint> latest = store.LoadLatest();
     EXPECT_TRUE(latest.ok()) << latest.status().message();
     if (!latest.ok()) return {};
-    const uint64_t n = latest->manifest.total_elements;
-    std::vector<float> state(3 * n);
-    const char* sections[] = {"params", "exp_avg", "exp_avg_sq"};
-    for (int s = 0; s < 3; ++s) {
-      Status read = ReadRange(*latest, sections[s], 0, n, state.data() + s * n);
-      EXPECT_TRUE(read.ok()) << read.message();
-    }
-    return {state, latest->manifest.optimizer.value("step", int64_t{-1})};
+    return {CheckpointState(*latest), latest->manifest.optimizer.value("step", int64_t{-1})};
   }
 };
 

@@ -40,10 +40,6 @@ class AnomalyTest : public PretrainRunTest {
   }
 
   std::string Output(const std::string& name) const { return Text(work_ / (name + "-bertctl.log")); }
-  static std::string Text(const std::string& path) {
-    Result<std::string> text = ReadFile(path);
-    return text.ok() ? *text : "";
-  }
 
   LoadedCheckpoint Latest(const std::string& name) {
     Result<LoadedCheckpoint> latest = CheckpointStore(work_ / name).LoadLatest();
@@ -51,17 +47,6 @@ class AnomalyTest : public PretrainRunTest {
     return latest.ok() ? *latest : LoadedCheckpoint();
   }
 
-  // The final checkpoint's parameters and optimizer moments, one after the other.
-  std::vector<float> FinalState(const LoadedCheckpoint& checkpoint) {
-    const uint64_t n = checkpoint.manifest.total_elements;
-    std::vector<float> state(3 * n);
-    const char* sections[] = {"params", "exp_avg", "exp_avg_sq"};
-    for (int s = 0; s < 3; ++s) {
-      Status read = ReadRange(checkpoint, sections[s], 0, n, state.data() + s * n);
-      EXPECT_TRUE(read.ok()) << read.message();
-    }
-    return state;
-  }
 };
 
 TEST_F(AnomalyTest, ANanRollsBackSkipsThatStepAndEqualsARunGivenThatSkipFromTheStart) {
@@ -96,7 +81,7 @@ TEST_F(AnomalyTest, ANanRollsBackSkipsThatStepAndEqualsARunGivenThatSkipFromTheS
   EXPECT_EQ(rolled_back.manifest.anomaly["recent_loss"].size(), kSteps - 1);
   EXPECT_EQ(rolled_back.manifest.optimizer.value("step", int64_t{-1}), static_cast<int64_t>(kSteps - 1));
   EXPECT_EQ(given.manifest.optimizer.value("step", int64_t{-1}), static_cast<int64_t>(kSteps - 1));
-  const std::vector<float> expected = FinalState(given), actual = FinalState(rolled_back);
+  const std::vector<float> expected = CheckpointState(given), actual = CheckpointState(rolled_back);
   ASSERT_EQ(actual.size(), expected.size());
   ASSERT_FALSE(actual.empty());
   EXPECT_EQ(XXH3_64bits(actual.data(), actual.size() * sizeof(float)),

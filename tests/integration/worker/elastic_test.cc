@@ -21,13 +21,7 @@ namespace {
 constexpr uint64_t kSteps = 16, kEvery = 8;
 constexpr uint64_t kBatch = 30, kMicro = 5;  // 3 ranks: 2 micro-batches each; 2 ranks: 3
 
-class ElasticTest : public PretrainRunTest {
- protected:
-  std::string Text(const std::string& path) const {
-    Result<std::string> text = ReadFile(path);
-    return text.ok() ? *text : "";
-  }
-};
+class ElasticTest : public PretrainRunTest {};
 
 TEST_F(ElasticTest, ALostWorkerThatDoesNotComeBackLeavesTheRunOnTwoFromTheLastCheckpoint) {
   // The reference: 3 workers to the checkpoint of step 8, then 2 from it.

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "checkpoint/checkpoint.h"
 #include "common/protocol.h"
 #include "integration/coordinator/coordinator_run.h"
 
@@ -61,6 +62,24 @@ inline int RankOf(pid_t pid) {
   const std::string key = std::string("OMPI_COMM_WORLD_RANK=");
   const size_t at = environ->find(key);
   return at == std::string::npos ? -1 : std::atoi(environ->c_str() + at + key.size());
+}
+
+// A file's text; "" when it cannot be read.
+inline std::string Text(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  return text.ok() ? *text : "";
+}
+
+// A checkpoint's parameters and optimizer moments, one after the other.
+inline std::vector<float> CheckpointState(const LoadedCheckpoint& checkpoint) {
+  const uint64_t n = checkpoint.manifest.total_elements;
+  std::vector<float> state(3 * n);
+  const char* sections[] = {"params", "exp_avg", "exp_avg_sq"};
+  for (int s = 0; s < 3; ++s) {
+    Status read = ReadRange(checkpoint, sections[s], 0, n, state.data() + s * n);
+    EXPECT_TRUE(read.ok()) << read.message();
+  }
+  return state;
 }
 
 // Processes whose command line mentions `needle` and whose program is `name`.
