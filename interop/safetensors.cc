@@ -102,9 +102,33 @@ Status DecodeValues(const SafetensorsEntry& entry, const char* bytes, uint64_t n
       std::memcpy(&value, bytes + 8 * i, 8);
       (*out)[i] = static_cast<float>(value);
     }
+  } else if (entry.dtype == "I8" || entry.dtype == "U8") {
+    const bool is_signed = entry.dtype == "I8";
+    for (uint64_t i = 0; i < numel; ++i) {
+      const auto byte = static_cast<uint8_t>(bytes[i]);
+      (*out)[i] = is_signed ? static_cast<float>(static_cast<int8_t>(byte)) : static_cast<float>(byte);
+    }
+  } else if (entry.dtype == "I16" || entry.dtype == "U16") {
+    for (uint64_t i = 0; i < numel; ++i) {
+      uint16_t raw;
+      std::memcpy(&raw, bytes + 2 * i, 2);
+      (*out)[i] = entry.dtype == "I16" ? static_cast<float>(static_cast<int16_t>(raw)) : static_cast<float>(raw);
+    }
+  } else if (entry.dtype == "I32") {
+    constexpr int32_t kExact = int32_t{1} << 24;  // every integer up to here is a float
+    for (uint64_t i = 0; i < numel; ++i) {
+      int32_t value;
+      std::memcpy(&value, bytes + 4 * i, 4);
+      if (value > kExact || value < -kExact) {
+        return Status::InvalidArgument(source + ": tensor \"" + OneLineText(entry.name) + "\": I32 value " +
+                                       std::to_string(value) + " at index " + std::to_string(i) +
+                                       " is not exact as a float (|value| <= 2^24 is)");
+      }
+      (*out)[i] = static_cast<float>(value);
+    }
   } else {
     return Status::InvalidArgument(source + ": tensor \"" + OneLineText(entry.name) + "\": dtype " + entry.dtype +
-                                   " cannot be read as float (F32, F16, BF16 and F64 can)");
+                                   " cannot be read as float (F32, F16, BF16, F64, I8, U8, I16, U16 and I32 can)");
   }
   return Status::Ok();
 }
@@ -323,8 +347,23 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
       return Status::InvalidArgument(at + ": shape holds " + std::to_string(numel) + " elements but " +
                                      std::to_string(tensor.values.size()) + " values were given");
     }
-    header[tensor.name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + 4 * numel}}};
-    offset += 4 * numel;
+    const bool is_float = tensor.dtype == "F32";
+    if (!is_float && tensor.dtype != "I8" && tensor.dtype != "U8") {
+      return Status::InvalidArgument(at + ": dtype " + tensor.dtype + " cannot be written (F32, I8 and U8 can)");
+    }
+    if (!is_float) {
+      const float low = tensor.dtype == "I8" ? -128.0f : 0.0f, high = tensor.dtype == "I8" ? 127.0f : 255.0f;
+      for (size_t i = 0; i < tensor.values.size(); ++i) {
+        const float value = tensor.values[i];
+        if (!(value >= low && value <= high) || value != std::nearbyint(value)) {
+          return Status::InvalidArgument(at + ": value " + std::to_string(value) + " at index " + std::to_string(i) +
+                                         " is not an integer in the range of " + tensor.dtype);
+        }
+      }
+    }
+    const uint64_t bytes = (is_float ? 4 : 1) * numel;
+    header[tensor.name] = {{"dtype", tensor.dtype}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
   }
   std::string text = header.dump();
   // Pad with spaces so that the buffer starts 8-byte aligned (as the
@@ -338,9 +377,19 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
   if (!file.ok()) return Status::IoError(path + ".tmp: cannot create: " + std::strerror(errno));
   BERT_RETURN_IF_ERROR(file.Write(length, 8));
   BERT_RETURN_IF_ERROR(file.Write(text.data(), text.size()));
+  std::string narrow;
   for (const NamedTensor& tensor : tensors) {
-    BERT_RETURN_IF_ERROR(
-        file.Write(reinterpret_cast<const char*>(tensor.values.data()), tensor.values.size() * sizeof(float)));
+    if (tensor.dtype == "F32") {
+      BERT_RETURN_IF_ERROR(
+          file.Write(reinterpret_cast<const char*>(tensor.values.data()), tensor.values.size() * sizeof(float)));
+      continue;
+    }
+    narrow.resize(tensor.values.size());
+    for (size_t i = 0; i < tensor.values.size(); ++i) {
+      narrow[i] = tensor.dtype == "I8" ? static_cast<char>(static_cast<int8_t>(tensor.values[i]))
+                                       : static_cast<char>(static_cast<uint8_t>(tensor.values[i]));
+    }
+    BERT_RETURN_IF_ERROR(file.Write(narrow.data(), narrow.size()));
   }
   return file.Commit(path);
 }
@@ -384,6 +433,7 @@ Result<std::vector<NamedTensor>> ReadSafetensors(const std::string& path,
     NamedTensor tensor;
     tensor.name = entry.name;
     tensor.shape = entry.shape;
+    tensor.dtype = entry.dtype;
     BERT_RETURN_IF_ERROR(DecodeValues(entry, bytes.data(), numel, path, &tensor.values));
     tensors.push_back(std::move(tensor));
   }

@@ -8,8 +8,10 @@
 // entry has a known dtype, a shape of non-negative ints and offsets with
 // end - begin == numel * dtype size, the tensors tile the buffer exactly
 // (contiguous, no gaps or overlap) and the buffer ends at end of file.
-// We write F32 only, tensors in the given order, __metadata__ {"format": "pt"}
-// plus the caller's entries. We read F32, F16, BF16 and F64 into float.
+// We write F32, I8 and U8 (NamedTensor::dtype), tensors in the given order,
+// __metadata__ {"format": "pt"} plus the caller's entries. We read F32, F16,
+// BF16 and F64 into float, and the integers I8, U8, I16, U16 and I32 (exact
+// in a float up to 2^24; larger I32 values are refused), keeping the dtype.
 // Thread-safe (no shared state).
 #pragma once
 
@@ -28,6 +30,10 @@ struct NamedTensor {
   std::string name;            // e.g. "bert.embeddings.word_embeddings.weight"
   std::vector<int64_t> shape;  // row-major
   std::vector<float> values;   // product(shape) elements
+  // On write, how the values are stored: "F32", or "I8"/"U8" (each value an
+  // integer in the dtype's range, else the write fails naming the tensor).
+  // On read, the file's dtype.
+  std::string dtype = "F32";
 };
 
 struct SafetensorsEntry {

@@ -216,6 +216,55 @@ TEST(Safetensors, IntegerTensorsAreAnErrorUnlessSkipped) {
   EXPECT_EQ((*floats)[0].values, std::vector<float>({3.0f}));
 }
 
+// Int8 models (bertctl quantize) store I8 weights and U8 zero points; they
+// read back exactly, as does I32, with the dtype kept.
+TEST(Safetensors, RoundTripsI8AndU8AndReadsI32Exactly) {
+  TempDir dir;
+  const std::string path = dir / "int8.safetensors";
+  NamedTensor weight{"w", {2, 2}, {-128, -1, 0, 127}, "I8"};
+  NamedTensor zero{"z", {3}, {0, 128, 255}, "U8"};
+  NamedTensor scale{"s", {2}, {0.5f, 0.25f}};
+  ASSERT_TRUE(WriteSafetensors(path, {weight, zero, scale}).ok());
+  Result<std::vector<NamedTensor>> read = ReadSafetensors(path);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(read->size(), 3u);
+  EXPECT_EQ((*read)[0].dtype, "I8");
+  EXPECT_EQ((*read)[0].values, weight.values);
+  EXPECT_EQ((*read)[1].dtype, "U8");
+  EXPECT_EQ((*read)[1].values, zero.values);
+  EXPECT_EQ((*read)[2].dtype, "F32");
+  EXPECT_EQ((*read)[2].values, scale.values);
+  // One byte per element: 4 + 3 bytes of integers, then 8 of floats.
+  Result<std::string> bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok());
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, bytes->data(), 8);
+  EXPECT_EQ(bytes->size(), 8 + header_bytes + 4 + 3 + 8);
+
+  for (const NamedTensor& bad : {NamedTensor{"w", {1}, {128}, "I8"}, NamedTensor{"w", {1}, {-1}, "U8"},
+                                 NamedTensor{"w", {1}, {0.5f}, "I8"}, NamedTensor{"w", {1}, {1}, "I64"}}) {
+    Status status = WriteSafetensors(dir / "bad.safetensors", {bad});
+    EXPECT_EQ(status.code(), Status::Code::kInvalidArgument) << bad.dtype;
+    EXPECT_NE(status.message().find("tensor \"w\""), std::string::npos) << status.message();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.safetensors"));
+
+  const std::string i32_path = dir / "i32.safetensors";
+  const int32_t ints[] = {-7, 1 << 24};
+  testing::WriteText(i32_path, MakeFile(R"({"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+                                        std::string(reinterpret_cast<const char*>(ints), 8)));
+  Result<std::vector<NamedTensor>> i32 = ReadSafetensors(i32_path);
+  ASSERT_TRUE(i32.ok()) << i32.status().ToString();
+  EXPECT_EQ((*i32)[0].values, std::vector<float>({-7.0f, 16777216.0f}));
+  const int32_t too_big[] = {(1 << 24) + 1};
+  testing::WriteText(i32_path, MakeFile(R"({"i":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}})",
+                                        std::string(reinterpret_cast<const char*>(too_big), 4)));
+  Result<std::vector<NamedTensor>> inexact = ReadSafetensors(i32_path);
+  ASSERT_FALSE(inexact.ok());
+  EXPECT_NE(inexact.status().message().find("not exact as a float"), std::string::npos)
+      << inexact.status().message();
+}
+
 TEST(Safetensors, BadWritesLeaveNoFileBehind) {
   TempDir dir;
   const std::string path = dir / "out.safetensors";
