@@ -4,6 +4,8 @@
 // (under mpirun for --workers > 1), then prints the metrics tables from
 // OUTPUT/metrics.json. The contract with bert-worker is in finetune/ and
 // interop/pretrained.h.
+// bertctl distill is the same job with a teacher (the distill.* keys):
+// --student takes --init's place and may also be a model config.json.
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -30,6 +32,8 @@ constexpr uint32_t kMaxWorkers = 65536;
 
 // Flags; each one given overrides the --config file's value.
 struct FinetuneArgs {
+  bool distill = false;     // bertctl distill (--teacher, --student, ...) rather than finetune
+  std::string student;      // distill: RUN_DIR, CHECKPOINT_DIR, HF_DIR or an HF config.json (random weights)
   std::string config_path;  // "" = defaults only
   uint32_t workers = 1;
   std::string mpirun_args;  // extra mpirun flags, split on whitespace
@@ -38,7 +42,11 @@ struct FinetuneArgs {
   CLI::App* cmd = nullptr;  // to ask which flags were given
 };
 
-bool Given(const FinetuneArgs& args, const std::string& flag) { return args.cmd->count(flag) > 0; }
+// (finetune and distill have different flags: one the command lacks was not given.)
+bool Given(const FinetuneArgs& args, const std::string& flag) {
+  const CLI::Option* option = args.cmd->get_option_no_throw(flag);
+  return option != nullptr && option->count() > 0;
+}
 
 // The config file (or defaults), then the flags.
 Result<FinetuneConfig> MergeFlags(const FinetuneArgs& args) {
@@ -65,7 +73,35 @@ Result<FinetuneConfig> MergeFlags(const FinetuneArgs& args) {
   if (Given(args, "--text-field")) c.fields.text = f.fields.text;
   if (Given(args, "--text-pair-field")) c.fields.text_pair = f.fields.text_pair;
   if (Given(args, "--label-field")) c.fields.label = f.fields.label;
-  for (std::string* path : {&c.train_file, &c.dev_file, &c.test_file, &c.output, &c.vocab, &c.model}) {
+  if (args.distill) {
+    c.source = "bertctl distill";
+    if (Given(args, "--teacher")) c.distill_teacher = f.distill_teacher;
+    if (Given(args, "--transfer")) c.distill_transfer_file = f.distill_transfer_file;
+    if (Given(args, "--temperature")) c.distill_temperature = f.distill_temperature;
+    if (Given(args, "--alpha")) c.distill_alpha = f.distill_alpha;
+    if (Given(args, "--teacher-logits")) c.distill_teacher_logits = f.distill_teacher_logits;
+    if (c.distill_teacher.empty()) {
+      return Status::InvalidArgument("bertctl distill: --teacher: required (a fine-tuned classifier directory)");
+    }
+    if (Given(args, "--student")) {
+      std::error_code ec;
+      if (fs::is_regular_file(args.student, ec) && fs::path(args.student).extension() == ".json") {
+        c.init = "none";  // a model config: the student starts from random weights
+        c.model = args.student;
+      } else {
+        c.init = args.student;
+      }
+    }
+    if (c.init == "none" && c.vocab.empty()) {
+      // A student from scratch reads text as the teacher does.
+      Result<PretrainedModel> teacher = LoadPretrained(AbsolutePath(c.distill_teacher), /*with_weights=*/false);
+      if (!teacher.ok()) return Prefixed("teacher: ", teacher.status());
+      c.vocab = AbsolutePath(c.distill_teacher) + "/vocab.txt";
+      c.lower_case = teacher->do_lower_case;
+    }
+  }
+  for (std::string* path : {&c.train_file, &c.dev_file, &c.test_file, &c.output, &c.vocab, &c.model,
+                            &c.distill_teacher, &c.distill_transfer_file, &c.distill_teacher_logits}) {
     *path = AbsolutePath(*path);
   }
   if (c.init != "none") c.init = AbsolutePath(c.init);
@@ -206,6 +242,53 @@ Status CheckData(FinetuneConfig* c, const PretrainedModel& init) {
   return Status::Ok();
 }
 
+// distill: the teacher is a fine-tuned classifier with exactly the training
+// data's labels, not the output; the transfer set reads, with known labels.
+Status CheckTeacher(const FinetuneConfig& c) {
+  if (c.distill_teacher.empty()) return Status::Ok();
+  Result<PretrainedModel> teacher = LoadPretrained(c.distill_teacher, /*with_weights=*/false);
+  if (!teacher.ok()) return Prefixed("teacher: ", teacher.status());
+  const nlohmann::json id2label = teacher->config.value("id2label", nlohmann::json());
+  if (!id2label.is_object() || id2label.empty()) {
+    return Status::InvalidArgument("teacher: " + c.distill_teacher +
+                                   ": config.json has no id2label (not a fine-tuned classifier; fine-tune it first)");
+  }
+  std::vector<std::string> names;
+  for (const auto& [id, name] : id2label.items()) names.push_back(name.is_string() ? name.get<std::string>() : "");
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> labels = c.labels;
+  std::sort(labels.begin(), labels.end());
+  if (names != labels) {
+    std::string theirs, ours;
+    for (const std::string& name : names) theirs += (theirs.empty() ? "" : ", ") + name;
+    for (const std::string& name : labels) ours += (ours.empty() ? "" : ", ") + name;
+    return Status::InvalidArgument("teacher: " + c.distill_teacher + " has the labels " + theirs +
+                                   " but the training data has " + ours + "; they must be the same");
+  }
+  std::error_code ec;
+  if (fs::exists(c.output, ec) && fs::equivalent(c.output, c.distill_teacher, ec)) {
+    return Status::InvalidArgument("output: " + c.output + " is the --teacher directory itself");
+  }
+  if (c.distill_transfer_file.empty()) return Status::Ok();
+  if (!fs::is_regular_file(c.distill_transfer_file, ec)) {
+    return Status::NotFound(c.source + ": distill.transfer: no such file " + c.distill_transfer_file);
+  }
+  Result<std::vector<finetune::Example>> transfer =
+      finetune::ReadExamples(c.distill_transfer_file, c.fields, c.format, /*require_label=*/false);
+  if (!transfer.ok()) return Status::Corruption(transfer.status().message());
+  if (transfer->empty()) return Status::Corruption(c.distill_transfer_file + ": no examples");
+  Result<finetune::LabelMap> known = finetune::LabelMap::FromNames(c.labels, c.train_file);
+  if (!known.ok()) return known.status();
+  for (const finetune::Example& example : *transfer) {
+    if (example.label.empty()) continue;
+    Result<int32_t> id = known->IdOf(example.label, c.distill_transfer_file, example.line);
+    if (!id.ok()) return Status::Corruption(id.status().message());
+  }
+  LOG(INFO) << "[distill] teacher " << c.distill_teacher << "; " << transfer->size() << " transfer examples from "
+            << c.distill_transfer_file;
+  return Status::Ok();
+}
+
 // Refuses an OUTPUT that holds a finished model unless --overwrite;
 // PrepareOutput then removes its files, so that a failed run leaves nothing
 // that looks finished.
@@ -256,15 +339,18 @@ bool PrintMetrics(const std::string& output) {
 }
 
 int RunFinetune(const FinetuneArgs& args) {
+  const std::string tag = args.distill ? "[distill]" : "[finetune]";
   Result<FinetuneConfig> merged = MergeFlags(args);
-  if (!merged.ok()) return FailFinetune("[finetune]", merged.status());
+  if (!merged.ok()) return FailFinetune(tag, merged.status());
   FinetuneConfig config = std::move(merged).value();
   Result<PretrainedModel> init = ResolveInit(&config);
-  if (!init.ok()) return FailFinetune("[finetune]", init.status());
+  if (!init.ok()) return FailFinetune(tag, init.status());
   Status checked = CheckData(&config, *init);
-  if (!checked.ok()) return FailFinetune("[finetune]", checked);
+  if (!checked.ok()) return FailFinetune(tag, checked);
+  checked = CheckTeacher(config);
+  if (!checked.ok()) return FailFinetune(tag, checked);
   Status output = CheckOutput(config.output, args.overwrite);
-  if (!output.ok()) return FailFinetune("[finetune]", output);
+  if (!output.ok()) return FailFinetune(tag, output);
   Result<std::string> worker = LocateBinary("bert-worker", "BERT_WORKER_BIN");
   if (!worker.ok()) return FailFinetune("[finetune]", worker.status());
   output = PrepareOutput(config.output);
@@ -291,6 +377,35 @@ int RunFinetune(const FinetuneArgs& args) {
     return code;
   }
   return PrintMetrics(config.output) ? 0 : kFinetuneExitError;
+}
+
+// The flags finetune and distill share (after --init/--student).
+void AddJobFlags(CLI::App* cmd, FinetuneArgs* args) {
+  FinetuneConfig& f = args->flags;
+  cmd->add_option("--train", f.train_file, "Training file (.jsonl, .csv or .tsv)");
+  cmd->add_option("--dev", f.dev_file, "Dev file: evaluated during training; the best model is kept");
+  cmd->add_option("--test", f.test_file, "Optional test file, scored once with the best model");
+  cmd->add_option("--output", f.output, "Output directory for the fine-tuned model and metrics");
+  cmd->add_option("--config", args->config_path, "Fine-tuning YAML; flags override its keys");
+  cmd->add_option("--workers", args->workers, "Worker processes (ranks, under mpirun when > 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, kMaxWorkers));
+  cmd->add_option("--mpirun-args", args->mpirun_args, "Extra mpirun flags, split on whitespace");
+  cmd->add_option("--epochs", f.epochs, "Passes over the training data (train.epochs, default 3)");
+  cmd->add_option("--lr", f.lr, "Peak learning rate (train.lr, default 2e-5)");
+  cmd->add_option("--batch-size", f.batch_size, "Global batch size, split across workers (train.batch_size, default 32)");
+  cmd->add_option("--max-seq-len", f.max_seq_len,
+                  "Tokens per example incl. [CLS]/[SEP]; longer ones are cut (train.max_seq_len, default 128)");
+  cmd->add_option("--seed", f.seed, "Seed for the head's init, shuffling and dropout (train.seed, default 42)");
+  cmd->add_option("--text-field", f.fields.text, "JSON key or CSV/TSV column of the text (default text)");
+  cmd->add_option("--text-pair-field", f.fields.text_pair,
+                  "Key/column of the second text for sentence-pair tasks (default: none)");
+  cmd->add_option("--label-field", f.fields.label, "Key/column of the label (default label)");
+  cmd->add_option("--vocab", f.vocab,
+                  "vocab.txt: required with --init none; with an init it must be the init's (checked)");
+  cmd->add_option("--model", f.model,
+                  "HF config.json of the model for --init none (default configs/models/bert-tiny.json)");
+  cmd->add_flag("--overwrite", args->overwrite, "Replace a fine-tuned model already in --output");
 }
 
 std::function<int()> SetupFinetune(CLI::App& app) {
@@ -322,35 +437,51 @@ std::function<int()> SetupFinetune(CLI::App& app) {
   cmd->add_option("--init", f.init,
                   "Start from: a run directory (its latest checkpoint), a checkpoint directory, a HuggingFace BERT "
                   "directory, or none (random weights; needs --vocab)");
-  cmd->add_option("--train", f.train_file, "Training file (.jsonl, .csv or .tsv)");
-  cmd->add_option("--dev", f.dev_file, "Dev file: evaluated during training; the best model is kept");
-  cmd->add_option("--test", f.test_file, "Optional test file, scored once with the best model");
-  cmd->add_option("--output", f.output, "Output directory for the fine-tuned model and metrics");
-  cmd->add_option("--config", args->config_path, "Fine-tuning YAML; flags override its keys");
-  cmd->add_option("--workers", args->workers, "Worker processes (ranks, under mpirun when > 1)")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, kMaxWorkers));
-  cmd->add_option("--mpirun-args", args->mpirun_args, "Extra mpirun flags, split on whitespace");
-  cmd->add_option("--epochs", f.epochs, "Passes over the training data (train.epochs, default 3)");
-  cmd->add_option("--lr", f.lr, "Peak learning rate (train.lr, default 2e-5)");
-  cmd->add_option("--batch-size", f.batch_size, "Global batch size, split across workers (train.batch_size, default 32)");
-  cmd->add_option("--max-seq-len", f.max_seq_len,
-                  "Tokens per example incl. [CLS]/[SEP]; longer ones are cut (train.max_seq_len, default 128)");
-  cmd->add_option("--seed", f.seed, "Seed for the head's init, shuffling and dropout (train.seed, default 42)");
-  cmd->add_option("--text-field", f.fields.text, "JSON key or CSV/TSV column of the text (default text)");
-  cmd->add_option("--text-pair-field", f.fields.text_pair,
-                  "Key/column of the second text for sentence-pair tasks (default: none)");
-  cmd->add_option("--label-field", f.fields.label, "Key/column of the label (default label)");
-  cmd->add_option("--vocab", f.vocab,
-                  "vocab.txt: required with --init none; with an init it must be the init's (checked)");
-  cmd->add_option("--model", f.model,
-                  "HF config.json of the model for --init none (default configs/models/bert-tiny.json)");
-  cmd->add_flag("--overwrite", args->overwrite, "Replace a fine-tuned model already in --output");
+  AddJobFlags(cmd, args.get());
+  return [args] { return RunFinetune(*args); };
+}
+
+std::function<int()> SetupDistill(CLI::App& app) {
+  auto args = std::make_shared<FinetuneArgs>();
+  args->distill = true;
+  FinetuneConfig& f = args->flags;
+  CLI::App* cmd = app.add_subcommand("distill", "Distill a fine-tuned teacher into a smaller student classifier");
+  args->cmd = cmd;
+  cmd->footer(
+      "Fine-tunes --student on the labels and on the --teacher's output distribution (knowledge distillation,\n"
+      "Hinton et al. 2015): loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy.\n"
+      "The teacher labels every training example once, before training, with its own tokenizer; its outputs\n"
+      "are cached in --teacher-logits (default OUTPUT/teacher_logits.safetensors) and reused by later runs with\n"
+      "the same teacher and data. --transfer adds examples (labels optional) learnt from the teacher only.\n"
+      "\n"
+      "Everything else is `bertctl finetune`: the same data formats, --config keys (distill.* among them),\n"
+      "--workers, OUTPUT files and exit codes. OUTPUT is a HuggingFace directory that eval and predict read.\n"
+      "\n"
+      "Example: bertctl distill --teacher ft/minilm --student runs/tiny --train data/train.jsonl\n"
+      "         --dev data/dev.jsonl --output ft/tiny-distilled\n"
+      "\n"
+      "Exit codes: 0 done; 1 error; 2 bad flag, config, teacher, student or vocabulary, or OUTPUT holds a\n"
+      "model; 7 bad data.");
+  cmd->add_option("--teacher", f.distill_teacher,
+                  "Fine-tuned classifier (HF directory) with the training data's labels (distill.teacher)");
+  cmd->add_option("--student", args->student,
+                  "Start the student from: a run directory, a checkpoint directory, a HuggingFace BERT directory, "
+                  "or an HF config.json (random weights; the teacher's vocabulary unless --vocab)");
+  cmd->add_option("--temperature", f.distill_temperature,
+                  "Softmax temperature T of both distributions (distill.temperature, default 2)");
+  cmd->add_option("--alpha", f.distill_alpha,
+                  "Weight of the teacher's term; 1 - alpha weights the labels' (distill.alpha, default 0.5)");
+  cmd->add_option("--transfer", f.distill_transfer_file,
+                  "Extra examples (.jsonl, .csv or .tsv; labels optional) learnt from the teacher (distill.transfer)");
+  cmd->add_option("--teacher-logits", f.distill_teacher_logits,
+                  "Cache of the teacher's outputs (distill.teacher_logits, default OUTPUT/teacher_logits.safetensors)");
+  AddJobFlags(cmd, args.get());
   return [args] { return RunFinetune(*args); };
 }
 
 }  // namespace
 
 BERT_REGISTER_COMMAND(SetupFinetune);
+BERT_REGISTER_COMMAND(SetupDistill);
 
 }  // namespace bert::cli

@@ -121,6 +121,11 @@ Status ValidateValues(const FinetuneConfig& c, bool complete) {
                 c.early_stopping_metric == "loss",
             "early_stopping.metric", "must be accuracy, macro_f1 or loss, got " + c.early_stopping_metric),
       Check(c.patience >= 0, "early_stopping.patience", "must be >= 0 (0: never stop early)" + Got(c.patience)),
+      Check(c.distill_temperature > 0 && c.distill_temperature <= 100, "distill.temperature",
+            "must be in (0, 100]" + Got(c.distill_temperature)),
+      Check(c.distill_alpha >= 0 && c.distill_alpha <= 1, "distill.alpha", "must be in [0, 1]" + Got(c.distill_alpha)),
+      Check(c.distill_transfer_file.empty() || !c.distill_teacher.empty(), "distill.transfer",
+            "needs distill.teacher (the transfer set is labelled by the teacher)"),
   };
   for (const Status& st : checks) {
     // The message quotes values from the file (loss.type, train.device...),
@@ -191,7 +196,13 @@ Result<FinetuneConfig> ParseFinetuneConfig(const std::string& yaml_text, const s
   YamlSection early(top.Child("early_stopping"), "early_stopping.", &error, true);
   early.Get("metric", &c.early_stopping_metric);
   early.Get("patience", &c.patience);
-  for (YamlSection* s : {&data, &train, &loss, &regularization, &early, &top}) s->RejectUnknownKeys();
+  YamlSection distill(top.Child("distill"), "distill.", &error, true);
+  distill.Get("teacher", &c.distill_teacher);
+  distill.Get("temperature", &c.distill_temperature);
+  distill.Get("alpha", &c.distill_alpha);
+  distill.Get("transfer", &c.distill_transfer_file);
+  distill.Get("teacher_logits", &c.distill_teacher_logits);
+  for (YamlSection* s : {&data, &train, &loss, &regularization, &early, &distill, &top}) s->RejectUnknownKeys();
   if (!error.ok()) return Status::InvalidArgument(source + ": " + error.message());
   Result<FileFormat> parsed_format = ParseFileFormat(format);
   if (!parsed_format.ok()) return Status::InvalidArgument(source + ": data.format: " + parsed_format.status().message());
@@ -208,7 +219,8 @@ Result<FinetuneConfig> LoadFinetuneConfig(const std::string& path) {
   // Relative paths in the file are relative to the file's directory.
   const std::string base = fs::path(path).parent_path().string();
   FinetuneConfig& c = *config;
-  for (std::string* p : {&c.model, &c.vocab, &c.output, &c.train_file, &c.dev_file, &c.test_file}) {
+  for (std::string* p : {&c.model, &c.vocab, &c.output, &c.train_file, &c.dev_file, &c.test_file, &c.distill_teacher,
+                         &c.distill_transfer_file, &c.distill_teacher_logits}) {
     *p = Resolve(base, *p);
   }
   if (c.init != "none") c.init = Resolve(base, c.init);
@@ -279,6 +291,13 @@ std::string FinetuneConfigToYaml(const FinetuneConfig& c) {
   out << YAML::Key << "early_stopping" << YAML::Value << YAML::BeginMap;
   str("metric", c.early_stopping_metric);
   out << YAML::Key << "patience" << YAML::Value << c.patience;
+  out << YAML::EndMap;
+  out << YAML::Key << "distill" << YAML::Value << YAML::BeginMap;
+  str("teacher", c.distill_teacher);
+  num("temperature", c.distill_temperature);
+  num("alpha", c.distill_alpha);
+  str("transfer", c.distill_transfer_file);
+  str("teacher_logits", c.distill_teacher_logits);
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -20,6 +20,8 @@
 //          focal_gamma: 2.0, class_weights: [] | balanced}
 //   regularization: {rdrop_alpha: 0.0, fgm_epsilon: 0.0}
 //   early_stopping: {metric: macro_f1, patience: 0}
+//   distill: {teacher: "", temperature: 2.0, alpha: 0.5, transfer: "",
+//             teacher_logits: ""}   (bertctl distill; teacher "" = off)
 // Errors name the file and the key, e.g.
 //   "ft.yaml: train.lr: must be > 0, got -1".
 #pragma once
@@ -78,6 +80,16 @@ struct FinetuneConfig {
   // `patience` evaluations without improvement (0 = never stop early).
   std::string early_stopping_metric = "macro_f1";  // accuracy | macro_f1 | loss
   int32_t patience = 0;
+
+  // distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural
+  // Network"): the loss is alpha * T^2 * KL(teacher_T || student_T) +
+  // (1 - alpha) * the hard-label loss above, with both distributions taken
+  // at temperature T. The teacher's logits are computed once before training.
+  std::string distill_teacher;          // a fine-tuned HF directory with the same labels; "" = no distillation
+  double distill_temperature = 2.0;     // T > 0
+  double distill_alpha = 0.5;           // weight of the soft loss, in [0, 1]
+  std::string distill_transfer_file;    // extra examples (labels optional), trained on with the soft loss only; "" = none
+  std::string distill_teacher_logits;   // cache of the teacher's logits; "" = OUTPUT/teacher_logits.safetensors
 
   // Every range and enum; errors name source and key.
   Status Validate() const;

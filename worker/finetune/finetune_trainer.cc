@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/protocol.h"
 #include "finetune/metrics.h"
+#include "worker/finetune/distillation.h"
 #include "worker/finetune/finetune_loss.h"
 #include "worker/finetune/finetune_model.h"
 #include "worker/finetune/finetune_optim.h"
@@ -83,9 +84,18 @@ class FinetuneRun {
     return outcome;
   }
   Status Setup(int* exit_code);
+  // Distillation: appends the transfer set to train_ and labels every
+  // training example with the teacher's log-probabilities (teacher_).
+  Status SetupDistillation(torch::Device device);
+  // The loss of one pass: the hard-label loss, or with teacher_rows (the
+  // teacher's log-probabilities of the batch's rows) the distillation loss
+  // over it (worker/finetune/distillation.h).
+  torch::Tensor TaskLoss(const torch::Tensor& logits, const ClassificationBatch& batch, double normalizer,
+                         int64_t global_count, const torch::Tensor& teacher_rows);
   // Forward/backward of this rank's slice of one global batch; returns this rank's loss share.
-  // global_count: examples in the global batch (R-Drop's normaliser).
-  double ForwardBackward(const ClassificationBatch& batch, double normalizer, int64_t global_count, bool with_rdrop);
+  // global_count: examples in the global batch (R-Drop's and distillation's normaliser).
+  double ForwardBackward(const ClassificationBatch& batch, double normalizer, int64_t global_count, bool with_rdrop,
+                         const torch::Tensor& teacher_rows);
   Status SumGradients(double* loss_share);
   Status TrainStep(const std::vector<int64_t>& order, int64_t first, int64_t last, double* loss, bool* skipped);
   Result<finetune::ClassificationMetrics> Evaluate(const DataSet& set);
@@ -100,6 +110,8 @@ class FinetuneRun {
   ClassifierBundle bundle_;
   finetune::LabelMap labels_;
   DataSet train_, dev_, test_;
+  int64_t transfer_examples_ = 0;  // distillation: examples of distill.transfer at the end of train_
+  torch::Tensor teacher_;          // distillation: [train_ size, labels] teacher log-probabilities (CPU)
   int32_t pad_id_ = 0;
   ClassificationLossOptions loss_;
   LrSchedule schedule_;
@@ -178,6 +190,13 @@ Status FinetuneRun::Setup(int* exit_code) {
                                               : 0.0);
     }
   }
+  if (!config_.distill_teacher.empty()) {
+    Status distill = SetupDistillation(device->device);
+    if (!distill.ok()) {
+      *exit_code = distill.code() == Status::Code::kCorruption ? kExitBadData : kExitUsage;
+      return distill;
+    }
+  }
   *exit_code = kExitUsage;
   const int64_t examples = static_cast<int64_t>(train_.features.size());
   steps_per_epoch_ = (examples + config_.batch_size - 1) / config_.batch_size;
@@ -206,8 +225,56 @@ Status FinetuneRun::Setup(int* exit_code) {
   return Status::Ok();
 }
 
+Status FinetuneRun::SetupDistillation(torch::Device device) {
+  Result<std::vector<finetune::Example>> examples =
+      finetune::ReadExamples(config_.train_file, config_.fields, config_.format, true);
+  if (!examples.ok()) return examples.status();
+  if (!config_.distill_transfer_file.empty()) {
+    Result<std::vector<finetune::Example>> transfer =
+        finetune::ReadExamples(config_.distill_transfer_file, config_.fields, config_.format, false);
+    if (!transfer.ok()) return Status::Corruption(transfer.status().message());
+    if (transfer->empty()) return Status::Corruption(config_.distill_transfer_file + ": no examples");
+    Result<finetune::EncodedSet> encoded = finetune::EncodeExamples(
+        *transfer, labels_, *bundle_.tokenizer, config_.max_seq_len, config_.distill_transfer_file);
+    if (!encoded.ok()) return Status::Corruption(encoded.status().message());
+    for (finetune::Feature& feature : encoded->features) {
+      train_.labels.push_back(feature.label);
+      train_.features.push_back(std::move(feature));
+    }
+    transfer_examples_ = static_cast<int64_t>(transfer->size());
+    examples->insert(examples->end(), transfer->begin(), transfer->end());
+  }
+  const std::string cache = !config_.distill_teacher_logits.empty() ? config_.distill_teacher_logits
+                                                                    : config_.output + "/teacher_logits.safetensors";
+  Result<torch::Tensor> teacher = TeacherLogProbs(config_, *examples, labels_.names(), cache, comm_, device);
+  if (!teacher.ok()) return teacher.status();
+  teacher_ = std::move(teacher).value();
+  CHECK_EQ(teacher_.size(0), static_cast<int64_t>(train_.features.size()));
+  if (rank_ == 0) {
+    LOG(INFO) << tag_ << "distilling from " << config_.distill_teacher << " at temperature "
+              << config_.distill_temperature << ", alpha " << config_.distill_alpha << "; " << transfer_examples_
+              << " transfer examples from " << (transfer_examples_ > 0 ? config_.distill_transfer_file : "none");
+  }
+  return Status::Ok();
+}
+
+torch::Tensor FinetuneRun::TaskLoss(const torch::Tensor& logits, const ClassificationBatch& batch, double normalizer,
+                                    int64_t global_count, const torch::Tensor& teacher_rows) {
+  if (!teacher_rows.defined()) return ClassificationLoss(logits, batch.labels, loss_, normalizer);
+  const double alpha = config_.distill_alpha;
+  torch::Tensor loss = alpha * DistillationLoss(logits, teacher_rows.to(logits.device()), config_.distill_temperature,
+                                                static_cast<double>(global_count));
+  // The hard loss over the labelled rows only (transfer examples may have none).
+  const torch::Tensor labelled = (batch.labels >= 0).nonzero().view({-1});
+  if (labelled.numel() > 0 && alpha < 1) {
+    loss = loss + (1 - alpha) * ClassificationLoss(logits.index_select(0, labelled),
+                                                   batch.labels.index_select(0, labelled), loss_, normalizer);
+  }
+  return loss;
+}
+
 double FinetuneRun::ForwardBackward(const ClassificationBatch& host_batch, double normalizer, int64_t global_count,
-                                    bool with_rdrop) {
+                                    bool with_rdrop, const torch::Tensor& teacher_rows) {
   if (host_batch.size() == 0) return 0;  // this rank has no share of a short batch
   BertForSequenceClassification& model = *bundle_.model;
   const torch::Device device = model.parameters().values().device();
@@ -218,12 +285,12 @@ double FinetuneRun::ForwardBackward(const ClassificationBatch& host_batch, doubl
   }
   const ClassificationBatch batch = host_batch.To(device);
   torch::Tensor logits = model.Forward(batch.input_ids, batch.token_type_ids, batch.lengths, true);
-  torch::Tensor loss = ClassificationLoss(logits, batch.labels, loss_, normalizer);
+  torch::Tensor loss = TaskLoss(logits, batch, normalizer, global_count, teacher_rows);
   if (with_rdrop && config_.rdrop_alpha > 0) {
     // R-Drop: a second pass with fresh dropout masks; the task loss is the
     // mean of both passes' plus the symmetric KL between them.
     torch::Tensor logits2 = model.Forward(batch.input_ids, batch.token_type_ids, batch.lengths, true);
-    loss = 0.5 * (loss + ClassificationLoss(logits2, batch.labels, loss_, normalizer)) +
+    loss = 0.5 * (loss + TaskLoss(logits2, batch, normalizer, global_count, teacher_rows)) +
            RDropLoss(logits, logits2, config_.rdrop_alpha, static_cast<double>(global_count));
   }
   loss.backward();
@@ -244,19 +311,26 @@ Status FinetuneRun::SumGradients(double* loss_share) {
 Status FinetuneRun::TrainStep(const std::vector<int64_t>& order, int64_t first, int64_t last, double* loss,
                               bool* skipped) {
   FlatParameters& params = bundle_.model->parameters();
-  std::vector<int32_t> global_labels;
-  for (int64_t i = first; i < last; ++i) global_labels.push_back(train_.labels[order[i]]);
-  const double normalizer = LossNormalizer(global_labels, loss_);
+  std::vector<int32_t> global_labels;  // the labelled examples' (distillation's transfer set may have none)
+  for (int64_t i = first; i < last; ++i) {
+    if (train_.labels[order[i]] >= 0) global_labels.push_back(train_.labels[order[i]]);
+  }
+  const double normalizer = global_labels.empty() ? 1.0 : LossNormalizer(global_labels, loss_);
   const auto [begin, end] = RankSlice(last - first, rank_, world_);
   const ClassificationBatch batch = CollateFeatures(train_.features, order, first + begin, first + end, pad_id_);
-  *loss = ForwardBackward(batch, normalizer, last - first, /*with_rdrop=*/true);
+  torch::Tensor teacher_rows;  // the teacher's rows of this rank's slice
+  if (teacher_.defined()) {
+    const std::vector<int64_t> rows(order.begin() + first + begin, order.begin() + first + end);
+    teacher_rows = teacher_.index_select(0, torch::tensor(rows, torch::kLong));
+  }
+  *loss = ForwardBackward(batch, normalizer, last - first, /*with_rdrop=*/true, teacher_rows);
   BERT_RETURN_IF_ERROR(SumGradients(loss));
   // FGM needs the whole batch's clean gradient (summed above) for r; the
   // adversarial pass's gradient is summed on its own and added back.
   if (fgm_ != nullptr && fgm_->Attack()) {
     torch::Tensor clean = params.grads().clone();
     params.ZeroGrad();
-    ForwardBackward(batch, normalizer, last - first, /*with_rdrop=*/false);
+    ForwardBackward(batch, normalizer, last - first, /*with_rdrop=*/false, teacher_rows);
     fgm_->Restore();
     BERT_RETURN_IF_ERROR(SumGradients(nullptr));
     params.grads().add_(clean);
@@ -310,6 +384,13 @@ Status FinetuneRun::WriteOutputs(const finetune::ClassificationMetrics* best_dev
   metrics["history"] = history_;
   metrics["init"] = config_.init;
   metrics["seed"] = config_.seed;
+  if (teacher_.defined()) {
+    metrics["distill"] = {{"teacher", config_.distill_teacher},
+                          {"temperature", config_.distill_temperature},
+                          {"alpha", config_.distill_alpha},
+                          {"transfer", config_.distill_transfer_file},
+                          {"transfer_examples", transfer_examples_}};
+  }
   std::error_code ec;
   std::filesystem::create_directories(config_.output, ec);
   if (ec) return Status::IoError(config_.output + ": cannot create the output directory: " + ec.message());
@@ -327,7 +408,7 @@ FinetuneOutcome FinetuneRun::Run() {
   if (!setup.ok()) return Fail(setup, exit_code);
   FlatParameters& params = bundle_.model->parameters();
   if (rank_ == 0) {
-    LOG(INFO) << tag_ << train_.features.size() << " training examples, " << dev_.features.size() << " dev, "
+    LOG(INFO) << tag_ << train_.features.size() - transfer_examples_ << " training examples, " << dev_.features.size() << " dev, "
               << labels_.size() << " labels; " << total_steps_ << " steps (" << config_.epochs << " epochs of "
               << steps_per_epoch_ << ") of " << config_.batch_size << " over " << world_ << " rank(s); init "
               << config_.init;

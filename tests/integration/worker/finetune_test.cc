@@ -18,63 +18,10 @@
 #include "interop/safetensors.h"
 #include "test_util.h"
 #include "worker/model/bert_heads.h"
+#include "integration/worker/finetune_fixture.h"
 
 namespace bert {
 namespace {
-
-std::string Fixture(const std::string& split) {
-  return std::string(BERT_FIXTURE_DIR) + "/classification/fortunes_" + split + ".jsonl";
-}
-std::string Worker() { return std::string(BERT_BIN_DIR) + "/bert-worker"; }
-
-// A resolved finetune.yaml (what bertctl finetune writes) for the fixture.
-finetune::FinetuneConfig FortunesConfig(const std::string& output, const std::string& model) {
-  finetune::FinetuneConfig config;
-  config.init = "none";
-  config.model = model;
-  config.vocab = testing::UncasedVocab();
-  config.output = output;
-  config.train_file = Fixture("train");
-  config.dev_file = Fixture("dev");
-  config.test_file = Fixture("test");
-  config.labels = {"computers", "food", "love"};
-  config.max_seq_len = 48;
-  config.batch_size = 16;
-  config.lr = 1e-3;
-  config.intra_op_threads = 1;
-  return config;
-}
-
-// Writes `config` to DIR/finetune.yaml and returns the path.
-std::string WriteConfig(const testing::TempDir& dir, const std::string& name, const finetune::FinetuneConfig& config) {
-  const std::string path = dir / name;
-  testing::WriteText(path, finetune::FinetuneConfigToYaml(config));
-  return path;
-}
-
-// bert-tiny's shape with the given dropout, written under `dir`.
-std::string TinyModel(const testing::TempDir& dir, double dropout) {
-  nlohmann::json json =
-      nlohmann::json::parse(*ReadFile(std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny.json"));
-  json["hidden_dropout_prob"] = dropout;
-  json["attention_probs_dropout_prob"] = dropout;
-  const std::string path = dir / ("tiny-dropout-" + std::to_string(dropout) + ".json");
-  testing::WriteText(path, json.dump());
-  return path;
-}
-
-nlohmann::json ReadJson(const std::string& path) {
-  Result<std::string> text = ReadFile(path);
-  if (!text.ok()) return nlohmann::json();
-  return nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-}
-
-std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
-  std::vector<nlohmann::json> lines;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
 
 std::string MpiRun(int ranks, const std::string& command) {
   return "mpirun " + std::string(::geteuid() == 0 ? "--allow-run-as-root " : "") + "-np " + std::to_string(ranks) +

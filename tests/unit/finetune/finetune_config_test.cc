@@ -54,6 +54,10 @@ TEST(FinetuneConfigTest, BadValuesNameFileAndKey) {
       {"train: 3\n", "ft.yaml: train.: must be a mapping"},
       {"train:\n  lr: 0.1\n  lr: 0.2\n", "ft.yaml: train.lr: is given twice"},
       {"train: [1\n", "ft.yaml:"},
+      {"distill:\n  temperature: 0\n", "ft.yaml: distill.temperature: must be in (0, 100], got 0"},
+      {"distill:\n  alpha: 1.5\n", "ft.yaml: distill.alpha: must be in [0, 1], got 1.5"},
+      {"distill:\n  transfer: extra.jsonl\n", "ft.yaml: distill.transfer: needs distill.teacher"},
+      {"distill:\n  teacher_model: t\n", "ft.yaml: distill.teacher_model: is not a known key"},
   };
   for (const Case& c : cases) {
     Result<FinetuneConfig> r = ParseFinetuneConfig(c.yaml, "ft.yaml");
@@ -110,6 +114,11 @@ TEST(FinetuneConfigTest, ResolvedYamlRoundTripsEveryKey) {
   c.fgm_epsilon = 0.3;
   c.early_stopping_metric = "loss";
   c.patience = 3;
+  c.distill_teacher = "/ft/teacher";
+  c.distill_temperature = 4;
+  c.distill_alpha = 0.9;
+  c.distill_transfer_file = "/d/unlabelled.jsonl";
+  c.distill_teacher_logits = "/cache/logits.safetensors";
   ASSERT_TRUE(c.Validate().ok()) << c.Validate().message();
   const std::string yaml = FinetuneConfigToYaml(c);
   Result<FinetuneConfig> back = ParseFinetuneConfig(yaml, "finetune.yaml");
@@ -123,6 +132,11 @@ TEST(FinetuneConfigTest, ResolvedYamlRoundTripsEveryKey) {
   EXPECT_TRUE(back->freeze_embeddings);
   EXPECT_EQ(back->early_stopping_metric, "loss");
   EXPECT_NE(yaml.find("lr: 3e-05"), std::string::npos) << yaml;
+  EXPECT_EQ(back->distill_teacher, "/ft/teacher");
+  EXPECT_EQ(back->distill_temperature, 4);
+  EXPECT_EQ(back->distill_alpha, 0.9);
+  EXPECT_EQ(back->distill_transfer_file, "/d/unlabelled.jsonl");
+  EXPECT_EQ(back->distill_teacher_logits, "/cache/logits.safetensors");
 
   c.class_weights_mode = "balanced";
   c.class_weights.clear();
