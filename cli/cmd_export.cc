@@ -59,6 +59,12 @@ int RunExport(const ExportArgs& args) {
                << kPreLnModelType << "\", which transformers refuses)";
     return 2;
   }
+  // A pruned model (bertctl prune) at full shapes, its removed heads as zeros: transformers 5 cannot prune.
+  Status expanded = ExpandPrunedHeads(&*model);
+  if (!expanded.ok()) {
+    LOG(ERROR) << "[export] --checkpoint: " << expanded.message();
+    return 2;
+  }
   Status written = WriteHfDirectory(args.output, *model);
   if (!written.ok()) {
     LOG(ERROR) << "[export] --output: " << written.message();

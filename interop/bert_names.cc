@@ -2,6 +2,7 @@
 // normalisation applied on import and the shape check against a config.
 // The names and shapes are those of transformers' modeling_bert.py (and of
 // worker/model/bert_model.cc's AppendBertModelSpecs, which follows it).
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -59,6 +60,10 @@ Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std:
     }
     shapes.pre_layer_norm = pre->get<bool>();
   }
+  Result<std::map<int64_t, std::vector<int64_t>>> pruned =
+      ParsePrunedHeads(config, shapes.num_hidden_layers, shapes.num_attention_heads, source);
+  if (!pruned.ok()) return pruned.status();
+  shapes.pruned_heads = std::move(pruned).value();
   // HF derives num_labels from id2label when both are given.
   auto id2label = config.find("id2label");
   if (id2label != config.end()) {
@@ -70,6 +75,98 @@ Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std:
     BERT_RETURN_IF_ERROR(PositiveInt(config, source, "num_labels", 2, &shapes.num_labels));
   }
   return shapes;
+}
+
+Result<std::map<int64_t, std::vector<int64_t>>> ParsePrunedHeads(const nlohmann::json& config, int64_t layers,
+                                                                 int64_t heads, const std::string& source) {
+  std::map<int64_t, std::vector<int64_t>> pruned;
+  auto it = config.find("pruned_heads");
+  if (it == config.end() || it->is_null()) return pruned;
+  const std::string where = source + ": pruned_heads";
+  if (!it->is_object()) return Status::InvalidArgument(where + ": expected an object {\"layer\": [head, ...]}");
+  for (const auto& [key, value] : it->items()) {
+    int64_t layer = -1;
+    try {
+      size_t used = 0;
+      layer = std::stoll(key, &used);
+      if (used != key.size()) layer = -1;
+    } catch (const std::exception&) {
+      layer = -1;
+    }
+    if (layer < 0 || layer >= layers) {
+      return Status::InvalidArgument(where + ": \"" + key + "\" is not a layer (0.." + std::to_string(layers - 1) + ")");
+    }
+    if (!value.is_array()) return Status::InvalidArgument(where + "." + key + ": expected a list of heads");
+    std::vector<int64_t> list;
+    for (const nlohmann::json& head : value) {
+      if (!head.is_number_integer() || head.get<int64_t>() < 0 || head.get<int64_t>() >= heads) {
+        return Status::InvalidArgument(where + "." + key + ": " + head.dump() + " is not a head (0.." +
+                                       std::to_string(heads - 1) + ")");
+      }
+      list.push_back(head.get<int64_t>());
+    }
+    std::sort(list.begin(), list.end());
+    if (std::adjacent_find(list.begin(), list.end()) != list.end()) {
+      return Status::InvalidArgument(where + "." + key + ": a head is listed twice");
+    }
+    if (static_cast<int64_t>(list.size()) >= heads) {
+      return Status::InvalidArgument(where + "." + key + ": removes all " + std::to_string(heads) +
+                                     " heads; a layer keeps at least one");
+    }
+    if (!list.empty()) pruned[layer] = std::move(list);
+  }
+  return pruned;
+}
+
+nlohmann::json PrunedHeadsToJson(const std::map<int64_t, std::vector<int64_t>>& pruned_heads) {
+  nlohmann::json json = nlohmann::json::object();
+  for (const auto& [layer, heads] : pruned_heads) {
+    if (!heads.empty()) json[std::to_string(layer)] = heads;
+  }
+  return json;
+}
+
+Status ExpandPrunedHeads(PretrainedModel* model) {
+  Result<BertShapes> shapes = BertShapesFromConfig(model->config, model->path + ": config.json");
+  if (!shapes.ok()) return shapes.status();
+  if (shapes->pruned_heads.empty()) return Status::Ok();
+  const int64_t h = shapes->hidden_size, d = shapes->head_size(), heads = shapes->num_attention_heads;
+  for (NamedTensor& tensor : model->tensors) {
+    for (const auto& [layer, pruned] : shapes->pruned_heads) {
+      const std::string prefix = "bert.encoder.layer." + std::to_string(layer) + ".";
+      const bool rows = tensor.name.rfind(prefix + "attention.self.", 0) == 0;
+      const bool columns = tensor.name == prefix + "attention.output.dense.weight";
+      if (!rows && !columns) continue;
+      const int64_t kept = heads - static_cast<int64_t>(pruned.size());
+      const int64_t width = rows ? (tensor.shape.size() == 2 ? tensor.shape[1] : 1) : tensor.shape[0];
+      if ((rows && tensor.shape[0] != kept * d) || (columns && tensor.shape[1] != kept * d)) {
+        return Status::InvalidArgument(model->path + ": tensor " + tensor.name + " does not have the " +
+                                       std::to_string(kept) + " heads its pruned_heads leave");
+      }
+      // Original head i sits at kept position `slot` (or is pruned: zeros).
+      std::vector<float> full(static_cast<size_t>(heads * d * width), 0.0f);
+      int64_t slot = 0;
+      for (int64_t head = 0; head < heads; ++head) {
+        if (std::binary_search(pruned.begin(), pruned.end(), head)) continue;
+        for (int64_t i = 0; i < d; ++i) {
+          for (int64_t j = 0; j < width; ++j) {
+            const int64_t from = rows ? (slot * d + i) * width + j : j * kept * d + slot * d + i;
+            const int64_t to = rows ? (head * d + i) * width + j : j * heads * d + head * d + i;
+            full[to] = tensor.values[from];
+          }
+        }
+        ++slot;
+      }
+      tensor.values = std::move(full);
+      if (rows) {
+        tensor.shape[0] = heads * d;
+      } else {
+        tensor.shape = {h, heads * d};
+      }
+    }
+  }
+  model->config.erase("pruned_heads");
+  return Status::Ok();
 }
 
 std::map<std::string, std::vector<int64_t>> ExpectedTensorShapes(const BertShapes& s) {
@@ -94,11 +191,12 @@ std::map<std::string, std::vector<int64_t>> ExpectedTensorShapes(const BertShape
   };
   for (int64_t i = 0; i < s.num_hidden_layers; ++i) {
     const std::string layer = "bert.encoder.layer." + std::to_string(i) + ".";
+    const int64_t attention = s.heads_in_layer(i) * s.head_size();  // h unless heads were pruned
     for (const char* part : {"query", "key", "value"}) {
-      shapes[layer + "attention.self." + part + ".weight"] = {h, h};
-      shapes[layer + "attention.self." + part + ".bias"] = {h};
+      shapes[layer + "attention.self." + part + ".weight"] = {attention, h};
+      shapes[layer + "attention.self." + part + ".bias"] = {attention};
     }
-    shapes[layer + "attention.output.dense.weight"] = {h, h};
+    shapes[layer + "attention.output.dense.weight"] = {h, attention};
     shapes[layer + "attention.output.dense.bias"] = {h};
     shapes[layer + "attention.output.LayerNorm.weight"] = {h};
     shapes[layer + "attention.output.LayerNorm.bias"] = {h};

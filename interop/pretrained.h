@@ -85,7 +85,30 @@ struct BertShapes {
   int64_t type_vocab_size = 2;
   int64_t num_labels = 2;               // rows of classifier.weight
   bool pre_layer_norm = false;          // config "pre_layer_norm": adds bert.encoder.final_layer_norm
+  // config "pruned_heads" ({"layer": [head, ...]}, the heads removed from
+  // each layer, as transformers 4 wrote it; bertctl prune): a layer keeps
+  // num_attention_heads minus its pruned heads, each hidden_size /
+  // num_attention_heads wide, so its query/key/value rows and attention
+  // output columns shrink to match. At least one head stays in every layer.
+  std::map<int64_t, std::vector<int64_t>> pruned_heads;
+  int64_t head_size() const { return hidden_size / num_attention_heads; }
+  int64_t heads_in_layer(int64_t layer) const {
+    auto it = pruned_heads.find(layer);
+    return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<int64_t>(it->second.size()));
+  }
 };
+// Parses and checks config "pruned_heads" (absent or {} = none) for a model
+// of `layers` layers of `heads` heads. Errors name `source` and the layer.
+Result<std::map<int64_t, std::vector<int64_t>>> ParsePrunedHeads(const nlohmann::json& config, int64_t layers,
+                                                                 int64_t heads, const std::string& source);
+// The config value: {"layer": [heads...]} with sorted heads (layers without any left out).
+nlohmann::json PrunedHeadsToJson(const std::map<int64_t, std::vector<int64_t>>& pruned_heads);
+// `model` with its pruned heads put back as zeros (query/key/value rows and
+// attention output columns of 0): the same function at full shapes, and
+// config.json without pruned_heads. transformers 5 no longer prunes heads
+// (it ignores the key and expects full shapes), so bertctl export writes
+// this form. No-op without pruned heads. Errors name the tensor.
+Status ExpandPrunedHeads(PretrainedModel* model);
 Result<BertShapes> BertShapesFromConfig(const nlohmann::json& config, const std::string& source);
 // Every parameter name a BERT model of these shapes can have (encoder,
 // pooler, pretraining heads, classifier; no tied aliases) and its shape.

@@ -27,6 +27,7 @@
 #include "finetune/finetune_config.h"
 #include "worker/train/distributed_pretrain.h"
 #include "worker/finetune/finetune_predict.h"
+#include "worker/finetune/pruning.h"
 #include "worker/train/fill_mask.h"
 #include "worker/finetune/finetune_trainer.h"
 #include "worker/train/local_pretrain.h"
@@ -173,6 +174,15 @@ int RunFillMaskMode(const std::string& model, const std::vector<std::string>& te
   return bert::kExitOk;
 }
 
+int RunPruneMode(const bert::PruneOptions& options) {
+  bert::PruneOutcome outcome = bert::RunPrune(options);
+  if (!outcome.status.ok()) {
+    LOG(ERROR) << "[prune] " << outcome.status.message();
+    return outcome.exit_code;
+  }
+  return bert::kExitOk;
+}
+
 int RunPredictMode(const bert::PredictOptions& options) {
   bert::PredictOutcome outcome = bert::RunPredict(options);
   if (!outcome.status.ok()) {
@@ -214,6 +224,18 @@ int main(int argc, char** argv) {
   bert::PredictOptions predict_options;
   std::string predict_format = "auto";
   app.add_flag("--predict", predict, "Label --input with the fine-tuned model --model into --output (JSON lines)");
+  bool prune = false;
+  bert::PruneOptions prune_options;
+  std::string label_field = "label";
+  app.add_flag("--prune", prune,
+               "Remove --heads attention heads and keep --ffn-keep of the FFN neurons of the fine-tuned --model, by "
+               "their importance on --input (labelled), into --output");
+  app.add_option("--heads", prune_options.heads, "--prune: attention heads to remove, over all layers")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  app.add_option("--ffn-keep", prune_options.ffn_keep, "--prune: share of each layer's FFN neurons kept, in (0, 1]")
+      ->capture_default_str();
+  app.add_option("--label-field", label_field, "--prune: label field")->capture_default_str();
   bool fill_mask = false, fill_mask_json = false;
   std::vector<std::string> fill_mask_texts;
   int32_t top_k = 5;
@@ -284,6 +306,25 @@ int main(int argc, char** argv) {
       return bert::kExitUsage;
     }
     return RunFillMaskMode(predict_options.model_dir, fill_mask_texts, top_k, fill_mask_json);
+  }
+  if (prune) {
+    bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);
+    if (!format.ok() || predict_options.model_dir.empty() || predict_options.input.empty() ||
+        predict_options.output.empty()) {
+      LOG(ERROR) << "[prune] " << (format.ok() ? "--model, --input and --output are required" : format.status().message());
+      return bert::kExitUsage;
+    }
+    prune_options.model_dir = predict_options.model_dir;
+    prune_options.data = predict_options.input;
+    prune_options.output = predict_options.output;
+    prune_options.format = *format;
+    prune_options.fields.text = predict_options.text_field;
+    prune_options.fields.text_pair = predict_options.text_pair_field;
+    prune_options.fields.label = label_field;
+    prune_options.batch_size = predict_options.batch_size;
+    prune_options.max_seq_len = predict_options.max_seq_len;
+    prune_options.intra_op_threads = predict_options.intra_op_threads;
+    return RunPruneMode(prune_options);
   }
   if (predict) {
     bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);

@@ -127,7 +127,21 @@ Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& conf
       MakeBundle(*bert_config, config.labels, *vocab, pretrained->do_lower_case, config.seed, dtype, pretrained->path,
                  device);
   if (!bundle.ok()) return bundle.status();
-  BERT_RETURN_IF_ERROR(CopyPretrainedTensors(pretrained->tensors, pretrained->path, false, bundle->model.get()));
+  // A fine-tuned init with exactly these labels, in this order (a pruned
+  // model's recovery, continued training) keeps its classifier, as
+  // transformers' from_pretrained does; any other init gets a new head.
+  bool same_labels = pretrained->config.contains("id2label") && pretrained->config["id2label"].is_object() &&
+                     pretrained->config["id2label"].size() == config.labels.size();
+  for (size_t i = 0; same_labels && i < config.labels.size(); ++i) {
+    const nlohmann::json name = pretrained->config["id2label"].value(std::to_string(i), nlohmann::json());
+    same_labels = name.is_string() && name.get<std::string>() == config.labels[i];
+  }
+  bool has_classifier = false;
+  for (const NamedTensor& tensor : pretrained->tensors) has_classifier |= tensor.name == "classifier.weight";
+  const bool keep_classifier = same_labels && has_classifier;
+  if (keep_classifier) LOG(INFO) << "[finetune] " << pretrained->path << ": same labels: its classifier is kept";
+  BERT_RETURN_IF_ERROR(
+      CopyPretrainedTensors(pretrained->tensors, pretrained->path, keep_classifier, bundle->model.get()));
   bundle->model_max_length = config.max_seq_len;
   return bundle;
 }

@@ -123,6 +123,7 @@ nlohmann::json BertConfig::ToJson() const {
                          {"pad_token_id", 0}};
   if (classifier_dropout >= 0) json["classifier_dropout"] = classifier_dropout;
   if (pre_layer_norm) json["pre_layer_norm"] = true;
+  if (!pruned_heads.empty()) json["pruned_heads"] = PrunedHeadsToJson(pruned_heads);
   return json;
 }
 
@@ -185,13 +186,17 @@ Result<BertConfig> BertConfigFromJson(const nlohmann::json& json, const std::str
       "vocab_size",  "hidden_size",          "num_hidden_layers", "num_attention_heads",
       "intermediate_size", "hidden_act",     "hidden_dropout_prob", "attention_probs_dropout_prob",
       "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps",
-      "num_labels",  "classifier_dropout", "pre_layer_norm"};
+      "num_labels",  "classifier_dropout", "pre_layer_norm", "pruned_heads"};
   for (const auto& item : json.items()) {
     if (known.count(item.key()) == 0 && IgnoredHfKeys().count(item.key()) == 0) {
       LOG(WARNING) << source << ": ignoring unknown key " << item.key();
     }
   }
   BERT_RETURN_IF_ERROR(config.Validate(source));
+  Result<std::map<int64_t, std::vector<int64_t>>> pruned =
+      ParsePrunedHeads(json, config.num_hidden_layers, config.num_attention_heads, source);
+  if (!pruned.ok()) return pruned.status();
+  config.pruned_heads = std::move(pruned).value();
   return config;
 }
 

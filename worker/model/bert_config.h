@@ -18,7 +18,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -48,8 +50,18 @@ struct BertConfig {
   // "pre_layer_norm": true and model_type "bert-pre-ln", which transformers
   // refuses instead of loading it as post-LN, and bertctl export refuses it.
   bool pre_layer_norm = false;
+  // Heads removed from each layer (bertctl prune; config.json "pruned_heads",
+  // interop/pretrained.h BertShapes): layer l keeps heads_in_layer(l) heads
+  // of head_size() each, so its query/key/value are [heads * head_size, H].
+  std::map<int64_t, std::vector<int64_t>> pruned_heads;
 
   int64_t head_size() const { return hidden_size / num_attention_heads; }
+  int64_t heads_in_layer(int64_t layer) const {
+    auto it = pruned_heads.find(layer);
+    return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<int64_t>(it->second.size()));
+  }
+  // Width of layer l's attention (query, key, value, context): H unless pruned.
+  int64_t attention_size(int64_t layer) const { return heads_in_layer(layer) * head_size(); }
   double effective_classifier_dropout() const {
     return classifier_dropout < 0 ? hidden_dropout_prob : classifier_dropout;
   }

@@ -115,13 +115,14 @@ void AppendBertModelSpecs(const BertConfig& config, const std::string& prefix, s
   AddLayerNorm(specs, prefix + "embeddings.LayerNorm", h);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string layer = prefix + "encoder.layer." + std::to_string(i) + ".";
+    const int64_t a = config.attention_size(i);  // h unless heads were pruned
     for (const char* part : {"query", "key", "value"}) {
-      Add(specs, layer + "attention.self." + part + ".weight", {h, h}, ParamInit::kNormal);
+      Add(specs, layer + "attention.self." + part + ".weight", {a, h}, ParamInit::kNormal);
     }
     for (const char* part : {"query", "key", "value"}) {
-      Add(specs, layer + "attention.self." + part + ".bias", {h}, ParamInit::kZeros);
+      Add(specs, layer + "attention.self." + part + ".bias", {a}, ParamInit::kZeros);
     }
-    AddLinear(specs, layer + "attention.output.dense", h, h);
+    AddLinear(specs, layer + "attention.output.dense", h, a);
     AddLayerNorm(specs, layer + "attention.output.LayerNorm", h);
     AddLinear(specs, layer + "intermediate.dense", config.intermediate_size, h);
     AddLinear(specs, layer + "output.dense", h, config.intermediate_size);
@@ -163,8 +164,10 @@ BertModel::BertModel(const BertConfig& config, const FlatParameters& params, con
     CHECK_EQ(params.slot(query + 2).spec.name, prefix + layer_prefix + "attention.self.value.weight");
     CHECK_EQ(params.slot(query_bias + 2).spec.name, prefix + layer_prefix + "attention.self.value.bias");
     Layer layer;
-    layer.qkv_weight = params.Span(static_cast<size_t>(query), 3, {3 * h, h});
-    layer.qkv_bias = params.Span(static_cast<size_t>(query_bias), 3, {3 * h});
+    layer.num_heads = config.heads_in_layer(i);
+    const int64_t a = config.attention_size(i);
+    layer.qkv_weight = params.Span(static_cast<size_t>(query), 3, {3 * a, h});
+    layer.qkv_bias = params.Span(static_cast<size_t>(query_bias), 3, {3 * a});
     layer.attention_output_weight = get(layer_prefix + "attention.output.dense.weight");
     layer.attention_output_bias = get(layer_prefix + "attention.output.dense.bias");
     layer.attention_norm_weight = get(layer_prefix + "attention.output.LayerNorm.weight");
@@ -211,7 +214,7 @@ torch::Tensor BertModel::LayerForward(const Layer& layer, const torch::Tensor& x
     torch::Tensor normed =
         at::layer_norm(x, {h}, layer.attention_norm_weight, layer.attention_norm_bias, config_.layer_norm_eps);
     torch::Tensor qkv = FlatLinear(normed, layer.qkv_weight, layer.qkv_bias);
-    torch::Tensor context = SelfAttention(qkv, mask, config_.num_attention_heads,
+    torch::Tensor context = SelfAttention(qkv, mask, layer.num_heads,
                                           Dropped(config_.attention_probs_dropout_prob, mode), mode.rng);
     torch::Tensor h1 =
         x + Dropout(FlatLinear(context, layer.attention_output_weight, layer.attention_output_bias), p_hidden, mode.rng);
@@ -222,7 +225,7 @@ torch::Tensor BertModel::LayerForward(const Layer& layer, const torch::Tensor& x
     return h1 + Dropout(FlatLinear(inner, layer.output_weight, layer.output_bias), p_hidden, mode.rng);
   }
   torch::Tensor qkv = FlatLinear(x, layer.qkv_weight, layer.qkv_bias);  // [N, 3H]
-  torch::Tensor context = SelfAttention(qkv, mask, config_.num_attention_heads,
+  torch::Tensor context = SelfAttention(qkv, mask, layer.num_heads,
                                         Dropped(config_.attention_probs_dropout_prob, mode), mode.rng);
   torch::Tensor attended =
       Dropout(FlatLinear(context, layer.attention_output_weight, layer.attention_output_bias), p_hidden, mode.rng);

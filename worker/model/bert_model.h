@@ -72,7 +72,8 @@ class BertModel {
  private:
   friend class detail::CheckpointedLayer;
   struct Layer {
-    torch::Tensor qkv_weight, qkv_bias;  // [3H, H], [3H]: spans over query, key, value
+    int64_t num_heads = 0;               // BertConfig::heads_in_layer (fewer when pruned)
+    torch::Tensor qkv_weight, qkv_bias;  // [3A, H], [3A] (A = heads * head size): spans over query, key, value
     torch::Tensor attention_output_weight, attention_output_bias;
     torch::Tensor attention_norm_weight, attention_norm_bias;
     torch::Tensor intermediate_weight, intermediate_bias;
