@@ -3,7 +3,7 @@
 // read back with our ONNX schema subset, and every refusal a user can meet:
 // models the graph cannot express and int8 directories that break the format.
 // That onnxruntime runs the graph and agrees with predict is
-// tests/integration/worker/onnx_export_test.cc.
+// tests/integration/worker/onnx_runtime_test.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -100,7 +100,9 @@ TEST(OnnxExport, DeclaresDynamicBatchAndSequenceAxesAndTheOutputs) {
     float w_t_01 = 0;
     std::memcpy(&w_t_01, tensor.raw_data().data() + sizeof(float), sizeof(float));  // [in 0][out 1] = W[1][0]
     for (const NamedTensor& t : testing::TinyClassifierTensors()) {
-      if (t.name == "classifier.weight") EXPECT_EQ(w_t_01, t.values[1 * 8 + 0]);
+      if (t.name == "classifier.weight") {
+        EXPECT_EQ(w_t_01, t.values[1 * 8 + 0]);
+      }
     }
   }
 }

@@ -101,4 +101,15 @@ inline void WriteTinyInt8Dir(const std::string& dir, LinearQuantization quantiza
             .ok());
 }
 
+// The fp32 tiny classifier as an HF directory (what bertctl finetune writes).
+inline void WriteTinyClassifierHfDir(const std::string& dir) {
+  PretrainedModel model;
+  model.config = TinyClassifierConfig();
+  model.vocab = TinyVocab();
+  model.model_max_length = 32;
+  model.tensors = TinyClassifierTensors();
+  const Status written = WriteHfDirectory(dir, model);
+  CHECK(written.ok()) << written.ToString();
+}
+
 }  // namespace bert::testing

@@ -108,7 +108,7 @@ TEST_F(OnnxExportTest, Fp32ModelRunsInOnnxruntimeWithDynamicShapesAndScoresLikeP
             std::string::npos)
       << exported.output;
   for (const char* name : {"config.json", "vocab.txt", "tokenizer_config.json"}) {
-    EXPECT_EQ(*ReadFile(onnx + "/" + name), *ReadFile(*dir_ / "ft" / name)) << name;
+    EXPECT_EQ(*ReadFile(onnx + "/" + name), *ReadFile(*dir_ / ("ft/" + std::string(name)))) << name;
   }
   const std::vector<nlohmann::json> ours = ReadJsonLines(*dir_ / "predict.jsonl");
   const std::vector<nlohmann::json> theirs = RunOnnxruntime(onnx);
