@@ -159,7 +159,8 @@ int RunExport(const ExportArgs& args) {
 
 std::function<int()> SetupExport(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  CLI::App* cmd = app.add_subcommand("export", "Export a run, checkpoint or HF directory as a HuggingFace model");
+  CLI::App* cmd = app.add_subcommand(
+      "export", "Export a run, checkpoint or HF directory as a HuggingFace model, or a classifier as ONNX");
   cmd->footer(
       "--checkpoint takes a run directory (its latest good checkpoint), a checkpoint directory (step-NNNNNN)\n"
       "or an HF model directory. The output loads with transformers' from_pretrained: config.json,\n"

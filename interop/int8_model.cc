@@ -201,8 +201,8 @@ Result<OnnxClassifierSource> LoadInt8Directory(const std::string& dir) {
   if (!vocab->empty() && vocab->back() != '\n') ++tokens;
   const int64_t vocab_size = config->value("vocab_size", int64_t{0});
   if (tokens != vocab_size) {
-    return Status::InvalidArgument(dir + "/vocab.txt: " + std::to_string(tokens) + " tokens, config.json's vocab_size is " +
-                                   std::to_string(vocab_size));
+    return Status::InvalidArgument(dir + "/vocab.txt: " + std::to_string(tokens) +
+                                   " tokens, config.json's vocab_size is " + std::to_string(vocab_size));
   }
   OnnxClassifierSource source;
   source.config = std::move(*config);

@@ -154,7 +154,8 @@ TEST(ExportCliOnnx, Fp32ClassifierRunsInOnnxruntimeLikeTheHfReference) {
   }
   testing::WriteText(dir / "texts.jsonl", texts);
   const std::string python = std::string(BERT_PYTHON) + " " + BERT_SOURCE_DIR + "/tests/reference/";
-  testing::CommandResult ort = RunCommand(python + "onnx_ref.py " + out + " " + (dir / "texts.jsonl") + " --batches 1,4,3");
+  testing::CommandResult ort =
+      RunCommand(python + "onnx_ref.py " + out + " " + (dir / "texts.jsonl") + " --batches 1,4,3");
   ASSERT_EQ(ort.exit_code, 0) << ort.output;
   EXPECT_NE(ort.output.find("13 examples in 5 batches"), std::string::npos) << ort.output;
   testing::CommandResult reference = RunCommand(python + "hf_bert_ref.py " + hf + " " + (dir / "texts.jsonl"));
@@ -210,7 +211,9 @@ TEST(ExportCliOnnx, RefusesWhatItCannotExportWithOneLine) {
   testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic, tensors);
   ExpectOnnxRefused(RunCommand(Export(int8, out)), out, "an int8 directory exports with --format onnx only");
   for (NamedTensor& tensor : tensors) {
-    if (tensor.name == "bert.encoder.layer.1.intermediate.dense.weight") tensor.dtype = "U8", tensor.values.assign(tensor.values.size(), 3);
+    if (tensor.name != "bert.encoder.layer.1.intermediate.dense.weight") continue;
+    tensor.dtype = "U8";
+    tensor.values.assign(tensor.values.size(), 3);
   }
   testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic, tensors);
   ExpectOnnxRefused(RunCommand(ExportOnnx(int8, out)), out,

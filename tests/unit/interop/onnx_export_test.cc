@@ -153,32 +153,35 @@ TEST(OnnxExport, RefusesModelsTheGraphCannotExpress) {
   ExpectRefused(source, "no bert.pooler.dense.weight");
 }
 
+// The tiny int8 model of `quantization` with `edit` applied to the tensor `name`
+// (or, with no edit, that tensor dropped).
+OnnxClassifierSource Int8With(LinearQuantization quantization, const std::string& name,
+                              const std::function<void(NamedTensor&)>& edit = nullptr) {
+  OnnxClassifierSource source = TinySource(quantization);
+  if (!edit) Drop(source.tensors, [&](const NamedTensor& t) { return t.name == name; });
+  for (NamedTensor& tensor : source.tensors) {
+    if (edit && tensor.name == name) edit(tensor);
+  }
+  return source;
+}
+
 TEST(OnnxExport, RefusesInt8TensorsThatBreakTheFormat) {
-  auto with = [](LinearQuantization q, const std::function<void(std::vector<NamedTensor>&)>& edit) {
-    OnnxClassifierSource source = TinySource(q);
-    edit(source.tensors);
-    return source;
-  };
   const LinearQuantization dynamic = LinearQuantization::kInt8Dynamic, fixed = LinearQuantization::kInt8Static;
-  ExpectRefused(with(dynamic, [](auto& ts) { Drop(ts, [](auto& t) { return t.name == "classifier.weight_scale"; }); }),
-                "\"classifier.weight_scale\" is missing (dynamic int8)");
-  ExpectRefused(with(dynamic, [](auto& ts) { for (auto& t : ts) if (t.name == "classifier.weight") t.dtype = "F32"; }),
+  auto dtype = [](const char* d) { return [d](NamedTensor& t) { t.dtype = d; }; };
+  ExpectRefused(Int8With(dynamic, "classifier.weight_scale"), "\"classifier.weight_scale\" is missing (dynamic int8)");
+  ExpectRefused(Int8With(dynamic, "classifier.weight", dtype("F32")),
                 "\"classifier.weight\" is F32, the int8 format stores it as I8");
-  ExpectRefused(with(dynamic, [](auto& ts) { for (auto& t : ts) if (t.name == "bert.embeddings.LayerNorm.weight") t.dtype = "I8"; }),
+  ExpectRefused(Int8With(dynamic, "bert.embeddings.LayerNorm.weight", dtype("I8")),
                 "\"bert.embeddings.LayerNorm.weight\" is I8, the int8 format stores it as F32");
-  ExpectRefused(with(dynamic, [](auto& ts) {
-                  for (auto& t : ts) if (t.name == "bert.pooler.dense.weight_scale") t.shape = {8, 1};
-                }),
+  ExpectRefused(Int8With(dynamic, "bert.pooler.dense.weight_scale", [](NamedTensor& t) { t.shape = {8, 1}; }),
                 "\"bert.pooler.dense.weight_scale\" has shape [8, 1], expected [8]");
-  ExpectRefused(with(dynamic, [](auto& ts) {
-                  for (auto& t : ts) if (t.name == "classifier.weight_scale") t.values[1] = -1;
-                }),
+  ExpectRefused(Int8With(dynamic, "classifier.weight_scale", [](NamedTensor& t) { t.values[1] = -1; }),
                 "\"classifier.weight_scale\" holds -1");
-  ExpectRefused(with(fixed, [](auto& ts) { Drop(ts, [](auto& t) { return t.name == "classifier.input_zero_point"; }); }),
+  ExpectRefused(Int8With(fixed, "classifier.input_zero_point"),
                 "\"classifier.input_zero_point\" is missing (static int8)");
-  ExpectRefused(with(fixed, [](auto& ts) { for (auto& t : ts) if (t.name == "classifier.input_scale") t.values[0] = 0; }),
+  ExpectRefused(Int8With(fixed, "classifier.input_scale", [](NamedTensor& t) { t.values[0] = 0; }),
                 "\"classifier.input_scale\" holds 0");
-  ExpectRefused(with(fixed, [](auto& ts) { for (auto& t : ts) if (t.name == "classifier.input_zero_point") t.dtype = "I8"; }),
+  ExpectRefused(Int8With(fixed, "classifier.input_zero_point", dtype("I8")),
                 "\"classifier.input_zero_point\" is I8, the int8 format stores it as U8");
   // Static tensors in a dynamic model are not silently ignored.
   OnnxClassifierSource extra = TinySource(fixed);
@@ -189,7 +192,8 @@ TEST(OnnxExport, RefusesInt8TensorsThatBreakTheFormat) {
 TEST(Int8Directory, LoadsAndRefusesBadQuantizationBlocksNamingFileAndKey) {
   TempDir dir;
   const std::string good = dir / "int8";
-  testing::WriteTinyInt8Dir(good, LinearQuantization::kInt8Static, testing::TinyInt8Tensors(LinearQuantization::kInt8Static));
+  const LinearQuantization fixed = LinearQuantization::kInt8Static;
+  testing::WriteTinyInt8Dir(good, fixed, testing::TinyInt8Tensors(fixed));
   EXPECT_TRUE(LooksLikeInt8Directory(good));
   Result<OnnxClassifierSource> loaded = LoadInt8Directory(good);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
@@ -215,8 +219,9 @@ TEST(Int8Directory, LoadsAndRefusesBadQuantizationBlocksNamingFileAndKey) {
 TEST(Int8Directory, RefusesWrongMetadataAndNamesTheSafetensorsFileForTensors) {
   TempDir dir;
   const std::string int8 = dir / "int8";
-  testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic, testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic));
-  ASSERT_TRUE(WriteSafetensors(int8 + "/model.int8.safetensors", testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic),
+  const LinearQuantization dynamic = LinearQuantization::kInt8Dynamic;
+  testing::WriteTinyInt8Dir(int8, dynamic, testing::TinyInt8Tensors(dynamic));
+  ASSERT_TRUE(WriteSafetensors(int8 + "/model.int8.safetensors", testing::TinyInt8Tensors(dynamic),
                                {{"bert_format", "bert-int4"}, {"version", "1"}})
                   .ok());
   Result<OnnxClassifierSource> bad = LoadInt8Directory(int8);
@@ -225,9 +230,9 @@ TEST(Int8Directory, RefusesWrongMetadataAndNamesTheSafetensorsFileForTensors) {
             std::string::npos)
       << bad.status().message();
 
-  std::vector<NamedTensor> tensors = testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic);
+  std::vector<NamedTensor> tensors = testing::TinyInt8Tensors(dynamic);
   Drop(tensors, [](const NamedTensor& t) { return t.name == "bert.encoder.layer.0.output.dense.weight_scale"; });
-  testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic, tensors);
+  testing::WriteTinyInt8Dir(int8, dynamic, tensors);
   bad = LoadInt8Directory(int8);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find(int8 + "/model.int8.safetensors: tensor "
@@ -244,7 +249,8 @@ TEST(Int8Directory, RefusesWrongMetadataAndNamesTheSafetensorsFileForTensors) {
 TEST(OnnxDirectory, WritesTheModelAndCopiesTheDescribingFiles) {
   TempDir dir;
   const std::string source = dir / "int8";
-  testing::WriteTinyInt8Dir(source, LinearQuantization::kInt8Dynamic, testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic));
+  const LinearQuantization dynamic = LinearQuantization::kInt8Dynamic;
+  testing::WriteTinyInt8Dir(source, dynamic, testing::TinyInt8Tensors(dynamic));
   const std::string out = dir / "onnx";
   ASSERT_TRUE(WriteOnnxDirectory(out, "model bytes", source).ok());
   EXPECT_EQ(*ReadFile(out + "/model.onnx"), "model bytes");
