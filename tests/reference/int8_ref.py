@@ -165,11 +165,18 @@ def forward(model, input_ids, attention_mask, token_type_ids):
     return model.linear("classifier", pooled)
 
 
-def encode(tokenizer, vocab, text, max_len):
-    """[CLS] text [SEP], cut to max_len: ids and token types (single texts)."""
-    tokens = tokenizer.tokenize(text)[:max_len - 2]
-    ids = [vocab[t] for t in ["[CLS]"] + tokens + ["[SEP]"]]
-    return ids, [0] * len(ids)
+def encode(tokenizer, vocab, text, max_len, pair=None):
+    """[CLS] a [SEP] (b [SEP]), cut to max_len trimming the longer text first: ids and token types."""
+    a = tokenizer.tokenize(text)
+    b = tokenizer.tokenize(pair) if pair is not None else []
+    while len(a) + len(b) > max_len - (3 if pair is not None else 2):
+        (a if len(a) > len(b) else b).pop()
+    tokens = ["[CLS]"] + a + ["[SEP]"]
+    types = [0] * len(tokens)
+    if pair is not None:
+        tokens += b + ["[SEP]"]
+        types += [1] * (len(b) + 1)
+    return [vocab[t] for t in tokens], types
 
 
 def read_tokenizer(model_dir, config):

@@ -16,7 +16,7 @@ batch is also scored by int8_ref.py's NumPy forward of that model, on the
 same padded arrays (dynamic int8 quantizes per batch, so the batches must
 match), and each line gets "reference_label" and "reference_probabilities".
 
-Usage: onnx_ref.py ONNX_DIR INPUT.jsonl [--batches 1,5,16,3] [--reference MODEL_DIR]
+Usage: onnx_ref.py ONNX_DIR INPUT.jsonl [--batches 1,5,16,3] [--reference MODEL_DIR] [--pair-field F]
 Prints one JSON line per input, in order: {"label", "probabilities": {label: p}, ...};
 a summary line to stderr. Needs onnxruntime and NumPy (the project venv, BERT_PYTHON).
 """
@@ -57,6 +57,7 @@ def main():
     parser.add_argument("input")
     parser.add_argument("--batches", default="1,5,16,3")
     parser.add_argument("--reference")
+    parser.add_argument("--pair-field", help="key of the second text of sentence pairs (token type 1)")
     args = parser.parse_args()
 
     with open(os.path.join(args.onnx_dir, "config.json")) as f:
@@ -71,11 +72,13 @@ def main():
     reference = int8_ref.Model(args.reference) if args.reference else None
 
     with open(args.input, encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f if line.strip()]
+        records = [json.loads(line) for line in f if line.strip()]
+    texts = [(r["text"], r.get(args.pair_field) if args.pair_field else None) for r in records]
     sizes = [int(b) for b in args.batches.split(",")]
     start, turn, shapes, padded_rows, max_softmax_diff = 0, 0, set(), 0, 0.0
     while start < len(texts):
-        encoded = [int8_ref.encode(tokenizer, vocab, t, max_len) for t in texts[start:start + sizes[turn % len(sizes)]]]
+        batch = texts[start:start + sizes[turn % len(sizes)]]
+        encoded = [int8_ref.encode(tokenizer, vocab, text, max_len, pair) for text, pair in batch]
         ids = int8_ref.pad([e[0] for e in encoded])
         mask = int8_ref.pad([[1] * len(e[0]) for e in encoded])
         types = int8_ref.pad([e[1] for e in encoded])

@@ -43,7 +43,7 @@ inline std::vector<NamedTensor> TinyClassifierTensors() {
     size_t numel = 1;
     for (int64_t d : shape) numel *= static_cast<size_t>(d);
     ++salt;
-    for (size_t i = 0; i < numel; ++i) tensor.values.push_back(0.3f * std::sin(0.7f * i + salt));
+    for (size_t i = 0; i < numel; ++i) tensor.values.push_back(1.2f * std::sin(0.7f * i + salt));
     tensors.push_back(std::move(tensor));
   }
   return tensors;
@@ -102,9 +102,10 @@ inline void WriteTinyInt8Dir(const std::string& dir, LinearQuantization quantiza
 }
 
 // The fp32 tiny classifier as an HF directory (what bertctl finetune writes).
-inline void WriteTinyClassifierHfDir(const std::string& dir) {
+inline void WriteTinyClassifierHfDir(const std::string& dir, const std::string& hidden_act = "gelu") {
   PretrainedModel model;
   model.config = TinyClassifierConfig();
+  model.config["hidden_act"] = hidden_act;
   model.vocab = TinyVocab();
   model.model_max_length = 32;
   model.tensors = TinyClassifierTensors();
