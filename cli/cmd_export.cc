@@ -62,7 +62,7 @@ int RunExportOnnx(const ExportArgs& args) {
     Result<OnnxClassifierSource> int8 = LoadInt8Directory(args.checkpoint);
     if (!int8.ok()) {
       LOG(ERROR) << "[export] --checkpoint: " << int8.status().message();
-      return 2;
+      return int8.status().code() == Status::Code::kCorruption ? 7 : 2;  // a damaged file is bad data, as below
     }
     source = std::move(*int8);
   } else {

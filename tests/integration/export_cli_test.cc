@@ -230,6 +230,16 @@ TEST(ExportCliOnnx, RefusesWhatItCannotExportWithOneLine) {
                     int8 + "/model.int8.safetensors: tensor \"bert.encoder.layer.1.intermediate.dense.weight\" is U8, "
                            "the int8 format stores it as I8");
 
+  // A truncated weights file is bad data: exit 7, naming it.
+  testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic,
+                            testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic));
+  const std::string weights = int8 + "/model.int8.safetensors";
+  std::filesystem::resize_file(weights, std::filesystem::file_size(weights) - 4);
+  testing::CommandResult truncated = RunCommand(ExportOnnx(int8, out));
+  EXPECT_EQ(truncated.exit_code, 7) << truncated.output;
+  EXPECT_NE(truncated.output.find(weights), std::string::npos) << truncated.output;
+  EXPECT_FALSE(std::filesystem::exists(out + "/model.onnx"));
+
   // An output that exists is kept unless --overwrite.
   testing::WriteTinyClassifierHfDir(dir / "ft");
   std::filesystem::create_directories(out);
