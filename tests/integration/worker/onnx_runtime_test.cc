@@ -49,10 +49,10 @@ double MaxDifference(const nlohmann::json& p, const nlohmann::json& q) {
 
 // How close onnxruntime's int8 probabilities are held to the NumPy
 // reference's. Each int8 op agrees bit for bit (DynamicQuantizeLinear,
-// QuantizeLinear and MatMulInteger, checked alone on random tensors), but the
+// QuantizeLinear and MatMulInteger, checked once by hand on random tensors), but the
 // fp32 ops between them (LayerNorm, softmax, erf, the attention products)
 // differ in the last bits, and quantization turns a last-bit change at a
-// rounding boundary into a whole step. Measured on the fine-tuned MiniLM:
+// rounding boundary into a whole step. Measured once on the fine-tuned MiniLM:
 // computing only the reference's LayerNorm in float64 (then rounding to
 // float32) moves its int8 probabilities by up to 8.8e-4 (static) and 1.9e-3
 // (dynamic), its fp32 ones by 6e-8; onnxruntime is 1.6e-3 and 1.4e-3 from it.
