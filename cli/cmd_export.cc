@@ -3,6 +3,7 @@
 // that `transformers` loads with from_pretrained.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "cli/command.h"
 #include "common/logging.h"
@@ -36,6 +37,17 @@ Status CheckOutput(const ExportArgs& args) {
   return Status::Ok();
 }
 
+// An int8 directory (docs/compression.md): model.int8.safetensors, or a
+// config.json with "quantization".
+bool IsInt8Directory(const std::string& dir) {
+  std::error_code ec;
+  if (fs::is_regular_file(dir + "/model.int8.safetensors", ec)) return true;
+  std::ifstream in(dir + "/config.json");
+  if (!in) return false;
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return config.is_object() && config.contains("quantization");
+}
+
 const char* SourceName(PretrainedModel::Source source) {
   return source == PretrainedModel::Source::kCheckpoint ? "checkpoint" : "HF directory";
 }
@@ -44,6 +56,12 @@ int RunExport(const ExportArgs& args) {
   Status output_ok = CheckOutput(args);
   if (!output_ok.ok()) {
     LOG(ERROR) << "[export] " << output_ok.message();
+    return 2;
+  }
+  if (IsInt8Directory(args.checkpoint)) {
+    LOG(ERROR) << "[export] --checkpoint " << args.checkpoint
+               << ": an int8 model (bertctl quantize) cannot be exported as HF fp32 safetensors; "
+                  "export it with --format onnx";
     return 2;
   }
   Result<PretrainedModel> model = LoadPretrained(args.checkpoint, /*with_weights=*/true);
