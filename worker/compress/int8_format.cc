@@ -161,7 +161,9 @@ Result<Int8Classifier> LoadInt8Classifier(const std::string& dir) {
   if (!activations.ok()) return activations.status();
   Result<std::vector<std::string>> labels = ClassifierLabelNames(config, dir);
   if (!labels.ok()) return labels.status();
-  Result<BertConfig> bert_config = BertConfigFromJson(config, config_path);
+  json model_keys = config;  // the model's own keys (BertConfigFromJson warns about others)
+  model_keys.erase("quantization");
+  Result<BertConfig> bert_config = BertConfigFromJson(model_keys, config_path);
   if (!bert_config.ok()) return bert_config.status();
   bert_config->num_labels = static_cast<int64_t>(labels->size());
   BERT_RETURN_IF_ERROR(bert_config->Validate(config_path));

@@ -67,7 +67,7 @@ QuantizeOutcome RunQuantize(const QuantizeOptions& options) {
   const BertConfig& config = bundle->model->config();
   const FlatParameters& params = bundle->model->parameters();
   std::map<std::string, torch::Tensor> tensors;
-  for (const ParameterSlot& slot : params.slots()) tensors[slot.spec.name] = params.param(slot.spec.name);
+  for (const ParameterSlot& slot : params.slots()) tensors[slot.spec.name] = params.param(slot.spec.name).detach();
 
   // Calibration: the first calibration_samples texts through the fp32 graph.
   std::vector<finetune::Feature> calibration;
