@@ -16,6 +16,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,7 +29,6 @@
 
 #include "common/logging.h"
 #include "finetune/classification_data.h"
-#include "test_util.h"
 #include "worker/compress/int8_format.h"
 #include "worker/compress/quantize.h"
 #include "worker/finetune/finetune_model.h"
@@ -52,6 +53,20 @@ double Percentile(std::vector<double> values, double p) {
   const size_t index = std::min(values.size() - 1, static_cast<size_t>(p * (values.size() - 1) + 0.5));
   return values[index];
 }
+
+// A fresh directory under $TMPDIR for the int8 copies, removed at exit.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "quantize-bench-XXXXXX").string();
+    path = ::mkdtemp(pattern.data()) ? pattern : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
 
 void Fail(const std::string& message) {
   std::fprintf(stderr, "quantize_bench: %s\n", message.c_str());
@@ -78,7 +93,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   torch::NoGradGuard no_grad;
 
-  testing::TempDir temp;
+  TempDir temp;
   QuantizeOptions options;
   options.model_dir = model_dir;
   options.max_seq_len = max_seq_len;
@@ -117,10 +132,18 @@ int main(int argc, char** argv) {
   BertForSequenceClassification* fp32_model = fp32->model.get();
   const Int8BertClassifier* dynamic_model = dynamic->model.get();
   const Int8BertClassifier* static_model = fixed->model.get();
-  std::vector<Model> models = {
-      {"fp32", [&](const ClassificationBatch& b) { return fp32_model->Forward(b.input_ids, b.token_type_ids, b.lengths, false); }},
-      {"int8 dynamic", [&](const ClassificationBatch& b) { return dynamic_model->Forward(b.input_ids, b.token_type_ids, b.lengths); }},
-      {"int8 static", [&](const ClassificationBatch& b) { return static_model->Forward(b.input_ids, b.token_type_ids, b.lengths); }},
+  std::vector<Model> models(3);
+  models[0].name = "fp32";
+  models[0].logits = [&](const ClassificationBatch& b) {
+    return fp32_model->Forward(b.input_ids, b.token_type_ids, b.lengths, false);
+  };
+  models[1].name = "int8 dynamic";
+  models[1].logits = [&](const ClassificationBatch& b) {
+    return dynamic_model->Forward(b.input_ids, b.token_type_ids, b.lengths);
+  };
+  models[2].name = "int8 static";
+  models[2].logits = [&](const ClassificationBatch& b) {
+    return static_model->Forward(b.input_ids, b.token_type_ids, b.lengths);
   };
   // Batches are collated once, outside the timing (as predict does before its forwards).
   std::vector<ClassificationBatch> batches, singles;
