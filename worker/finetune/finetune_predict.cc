@@ -70,6 +70,56 @@ Result<InferenceResult> RunInference(const ClassifierLogits& forward, int64_t nu
   return result;
 }
 
+namespace {
+
+// The classifier to predict with: int8 (CPU only) or fp32, by what the directory holds.
+struct LoadedClassifier {
+  ClassifierBundle bundle;  // vocab, tokenizer, labels, max length; `model` only for fp32
+  Int8Classifier int8;      // `model` only for int8
+  ClassifierLogits logits;
+  torch::Device device = torch::kCPU;
+  int64_t max_positions = 0, num_labels = 0;
+};
+
+Result<LoadedClassifier> LoadForPrediction(const PredictOptions& options) {
+  LoadedClassifier out;
+  if (IsInt8ModelDirectory(options.model_dir)) {
+    if (options.device == "cuda") {
+      return Status::InvalidArgument("--device cuda: " + options.model_dir + " is an int8 model, which runs on the CPU");
+    }
+    Result<Int8Classifier> loaded = LoadInt8Classifier(options.model_dir);
+    if (!loaded.ok()) return loaded.status();
+    out.int8 = std::move(loaded).value();
+    out.bundle.vocab = out.int8.vocab;
+    out.bundle.tokenizer = std::move(out.int8.tokenizer);
+    out.bundle.labels = out.int8.labels;
+    out.bundle.model_max_length = out.int8.model_max_length;
+    out.max_positions = out.int8.model->config().max_position_embeddings;
+    out.num_labels = out.int8.model->config().num_labels;
+    const Int8BertClassifier* model = out.int8.model.get();
+    out.logits = [model](const ClassificationBatch& batch) {
+      return model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths);
+    };
+    LOG(INFO) << "[predict] int8 model (" << out.int8.activations << " activations) on the CPU";
+    return out;
+  }
+  Result<DeviceChoice> choice = ChooseDeviceForThisProcess(options.device, "--device");
+  if (!choice.ok()) return choice.status();
+  out.device = choice->device;
+  Result<ClassifierBundle> loaded = LoadClassifier(options.model_dir, out.device);
+  if (!loaded.ok()) return loaded.status();
+  out.bundle = std::move(loaded).value();
+  out.max_positions = out.bundle.model->config().max_position_embeddings;
+  out.num_labels = out.bundle.model->config().num_labels;
+  BertForSequenceClassification* model = out.bundle.model.get();
+  out.logits = [model](const ClassificationBatch& batch) {
+    return model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths, false);
+  };
+  return out;
+}
+
+}  // namespace
+
 PredictOutcome RunPredict(const PredictOptions& options) {
   PredictOutcome outcome;
   auto fail = [&outcome](Status status, int exit_code) {
@@ -78,46 +128,10 @@ PredictOutcome RunPredict(const PredictOptions& options) {
     return outcome;
   };
   if (options.intra_op_threads > 0) torch::set_num_threads(options.intra_op_threads);
-  // The classifier: int8 (CPU only) or fp32, by what the directory holds.
-  ClassifierBundle bundle;
-  Int8Classifier int8;
-  ClassifierLogits logits;
-  torch::Device device = torch::kCPU;
-  int64_t max_positions = 0, num_labels = 0;
-  if (IsInt8ModelDirectory(options.model_dir)) {
-    if (options.device == "cuda") {
-      return fail(Status::InvalidArgument("--device cuda: " + options.model_dir +
-                                          " is an int8 model, which runs on the CPU"),
-                  kExitUsage);
-    }
-    Result<Int8Classifier> loaded = LoadInt8Classifier(options.model_dir);
-    if (!loaded.ok()) return fail(loaded.status(), kExitUsage);
-    int8 = std::move(loaded).value();
-    bundle.vocab = int8.vocab;
-    bundle.tokenizer = std::move(int8.tokenizer);
-    bundle.labels = int8.labels;
-    bundle.model_max_length = int8.model_max_length;
-    max_positions = int8.model->config().max_position_embeddings;
-    num_labels = int8.model->config().num_labels;
-    const Int8BertClassifier* model = int8.model.get();
-    logits = [model](const ClassificationBatch& batch) {
-      return model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths);
-    };
-    LOG(INFO) << "[predict] int8 model (" << int8.activations << " activations) on the CPU";
-  } else {
-    Result<DeviceChoice> choice = ChooseDeviceForThisProcess(options.device, "--device");
-    if (!choice.ok()) return fail(choice.status(), kExitUsage);
-    device = choice->device;
-    Result<ClassifierBundle> loaded = LoadClassifier(options.model_dir, device);
-    if (!loaded.ok()) return fail(loaded.status(), kExitUsage);
-    bundle = std::move(loaded).value();
-    max_positions = bundle.model->config().max_position_embeddings;
-    num_labels = bundle.model->config().num_labels;
-    BertForSequenceClassification* model = bundle.model.get();
-    logits = [model](const ClassificationBatch& batch) {
-      return model->Forward(batch.input_ids, batch.token_type_ids, batch.lengths, false);
-    };
-  }
+  Result<LoadedClassifier> loaded = LoadForPrediction(options);
+  if (!loaded.ok()) return fail(loaded.status(), kExitUsage);
+  const ClassifierBundle& bundle = loaded->bundle;
+  const int64_t max_positions = loaded->max_positions, num_labels = loaded->num_labels;
   const int64_t max_seq_len = options.max_seq_len > 0 ? options.max_seq_len : bundle.model_max_length;
   if (max_seq_len > max_positions) {
     return fail(Status::InvalidArgument("--max-seq-len: " + std::to_string(max_seq_len) + " exceeds the model's " +
@@ -139,7 +153,7 @@ PredictOutcome RunPredict(const PredictOptions& options) {
   if (!encoded.ok()) return fail(encoded.status(), kExitBadData);
   const int32_t pad_id = std::max(0, bundle.vocab->pad_id());
   Result<InferenceResult> inference =
-      RunInference(logits, num_labels, device, encoded->features, options.batch_size, pad_id, nullptr);
+      RunInference(loaded->logits, num_labels, loaded->device, encoded->features, options.batch_size, pad_id, nullptr);
   if (!inference.ok()) return fail(inference.status(), kExitError);
   std::ostringstream out;
   const auto probabilities = inference->probabilities.accessor<double, 2>();
