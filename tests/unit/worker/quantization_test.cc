@@ -3,6 +3,7 @@
 // BertForSequenceClassification, and every refusal of the int8 loader.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -122,6 +123,30 @@ TEST_F(QuantizedLinearTest, StaticMatchesFp32AndTheExactEmulation) {
   // Inputs beyond the calibrated range saturate rather than wrap.
   const torch::Tensor wide = linear.Forward(x_ * 10);
   EXPECT_TRUE(torch::isfinite(wide).all().item<bool>());
+}
+
+// The engine for ARM and other CPUs without fbgemm: qnnpack (where this
+// LibTorch has it), whose static path rounds the input to its calibrated grid
+// and runs the dynamic kernel. The same tolerance holds.
+TEST_F(QuantizedLinearTest, QnnpackEngineMatchesFp32Too) {
+  const std::vector<at::QEngine>& engines = at::globalContext().supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::QNNPACK) == engines.end()) {
+    GTEST_SKIP() << "this LibTorch has no qnnpack";
+  }
+  const at::QEngine before = at::globalContext().qEngine();
+  at::globalContext().setQEngine(at::QEngine::QNNPACK);
+  EXPECT_FALSE(QuantizedReduceRange());
+  RangeObserver observer;
+  observer.Observe(x_);
+  const Int8Weight weight = QuantizeWeightPerChannel(weight_);
+  const torch::Tensor dynamic = QuantizedLinear::Dynamic(weight, bias_).Forward(x_);
+  const torch::Tensor fixed =
+      QuantizedLinear::Static(weight, bias_, ActivationQuantFromRange(observer.lo, observer.hi)).Forward(x_);
+  at::globalContext().setQEngine(before);
+  std::printf("qnnpack int8 Linear: max error %.4f dynamic, %.4f static\n", RelativeError(dynamic, expected_),
+              RelativeError(fixed, expected_));
+  EXPECT_LT(RelativeError(dynamic, expected_), 0.05);
+  EXPECT_LT(RelativeError(fixed, expected_), 0.05);
 }
 
 // A random classifier with both LayerNorm placements.
