@@ -9,13 +9,17 @@
 // how often int8's label is fp32's, and the largest probability difference.
 //
 //   quantize_bench --model FP32_DIR --texts FILE [--calibration FILE] [--rounds 3]
-//                  [--latency-texts 200] [--max-seq-len 128] [--threads 1]
+//                  [--latency-texts 200] [--max-seq-len 128] [--threads 1] [--peer]
+// --peer: also PyTorch's own int8 in the same run (bench/compress/quantize_peer.py:
+// transformers' BertForSequenceClassification of the same directory, fp32 and
+// torch.ao.quantization.quantize_dynamic, same texts, batch 32, one thread).
 // Goals (issue 15): int8 >= 2x fp32's throughput on one thread, <= 1 point of
 // macro-F1 lost (macro-F1: bertctl eval, docs/compression.md).
 #include "worker/torch.h"
 
 #include <CLI/CLI.hpp>
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -26,6 +30,8 @@
 #include <numeric>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/logging.h"
 #include "finetune/classification_data.h"
@@ -88,6 +94,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-seq-len", max_seq_len, "Tokens per text")->capture_default_str();
   app.add_option("--threads", threads, "Intra-op threads")->capture_default_str();
   app.add_option("--batch-size", batch_size, "Throughput batch")->capture_default_str();
+  bool peer = false;
+  app.add_flag("--peer", peer, "Also time PyTorch's quantize_dynamic on transformers (bench/compress/quantize_peer.py)");
   CLI11_PARSE(app, argc, argv);
   if (calibration.empty()) calibration = texts_path;
   torch::set_num_threads(threads);
@@ -187,6 +195,25 @@ int main(int argc, char** argv) {
     std::printf("%-13s %12.1f %7.2fx %10.2f %10.2f %7.2fx %13.1f%% %12.4f\n", model.name.c_str(),
                 model.best_texts_per_s, model.best_texts_per_s / fp32_rate, p50, p99, fp32_p50 / p50, 100 * agree,
                 max_diff);
+  }
+  if (peer) {
+    const std::string command = std::string(BERT_PYTHON) + " " + BERT_SOURCE_DIR + "/bench/compress/quantize_peer.py " +
+                                model_dir + " " + texts_path + " --max-seq-len " + std::to_string(max_seq_len) +
+                                " --rounds " + std::to_string(rounds) + " --batch-size " + std::to_string(batch_size) +
+                                " 2>/dev/null";
+    std::string output;
+    if (FILE* pipe = ::popen(command.c_str(), "r")) {
+      char buffer[512];
+      while (std::fgets(buffer, sizeof(buffer), pipe)) output += buffer;
+      ::pclose(pipe);
+    }
+    const nlohmann::json rates = nlohmann::json::parse(output, nullptr, /*allow_exceptions=*/false);
+    if (!rates.is_object() || !rates.contains("fp32_texts_per_s")) Fail("the peer failed: " + command);
+    const double peer_fp32 = rates["fp32_texts_per_s"].get<double>(), peer_int8 = rates["int8_texts_per_s"].get<double>();
+    std::printf("peer, PyTorch eager on transformers, batch %d, one thread: fp32 %.1f texts/s, quantize_dynamic int8 "
+                "%.1f (%.2fx); ours against it: fp32 %.2fx, int8 dynamic %.2fx\n",
+                batch_size, peer_fp32, peer_int8, peer_int8 / peer_fp32, fp32_rate / peer_fp32,
+                models[1].best_texts_per_s / peer_int8);
   }
   return 0;
 }
