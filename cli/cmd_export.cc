@@ -5,6 +5,7 @@
 // vocab.txt and tokenizer_config.json (interop/onnx_export.h).
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "cli/command.h"
 #include "common/logging.h"
@@ -123,7 +124,8 @@ int RunExport(const ExportArgs& args) {
   if (args.format == "onnx") return RunExportOnnx(args);
   if (LooksLikeInt8Directory(args.checkpoint)) {
     LOG(ERROR) << "[export] --checkpoint " << args.checkpoint
-               << ": an int8 directory exports with --format onnx only (transformers has no bert-int8 loader)";
+               << ": an int8 model (bertctl quantize) cannot be exported as HF fp32 safetensors (transformers has "
+                  "no bert-int8 loader); export it with --format onnx";
     return 2;
   }
   Result<PretrainedModel> model = LoadPretrained(args.checkpoint, /*with_weights=*/true);

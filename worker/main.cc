@@ -12,6 +12,8 @@
 //     writes that resolved config and starts it.
 //   bert-worker --predict --model DIR --input FILE --output FILE
 //     labels texts with a fine-tuned HF directory (worker/finetune/finetune_predict.h).
+//   bert-worker --quantize --model DIR --output DIR [--calibration FILE]
+//     an int8 copy of a fine-tuned classifier (worker/compress/quantize.h).
 //   bert-worker --fill-mask --model DIR --text "a [MASK] b" [--top-k K] [--json]
 //     the MLM head's top tokens for each [MASK] (worker/train/fill_mask.h).
 #include <CLI/CLI.hpp>
@@ -26,6 +28,7 @@
 #include "common/run_config.h"
 #include "finetune/finetune_config.h"
 #include "worker/train/distributed_pretrain.h"
+#include "worker/compress/quantize.h"
 #include "worker/finetune/finetune_predict.h"
 #include "worker/finetune/pruning.h"
 #include "worker/train/fill_mask.h"
@@ -192,6 +195,15 @@ int RunPredictMode(const bert::PredictOptions& options) {
   return bert::kExitOk;
 }
 
+int RunQuantizeMode(const bert::QuantizeOptions& options) {
+  bert::QuantizeOutcome outcome = bert::RunQuantize(options);
+  if (!outcome.status.ok()) {
+    LOG(ERROR) << "[quantize] " << outcome.status.message();
+    return outcome.exit_code;
+  }
+  return bert::kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,6 +248,16 @@ int main(int argc, char** argv) {
   app.add_option("--ffn-keep", prune_options.ffn_keep, "--prune: share of each layer's FFN neurons kept, in (0, 1]")
       ->capture_default_str();
   app.add_option("--label-field", label_field, "--prune: label field")->capture_default_str();
+  bool quantize = false;
+  bert::QuantizeOptions quantize_options;
+  app.add_flag("--quantize", quantize, "Write an int8 copy of the fine-tuned model --model into --output");
+  app.add_option("--calibration", quantize_options.calibration,
+                 "--quantize: texts for static activation ranges (JSONL, CSV or TSV); none: dynamic");
+  app.add_option("--calibration-samples", quantize_options.calibration_samples,
+                 "--quantize: calibration texts used (the first ones)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_flag("--overwrite", quantize_options.overwrite, "--quantize: replace a non-empty --output");
   bool fill_mask = false, fill_mask_json = false;
   std::vector<std::string> fill_mask_texts;
   int32_t top_k = 5;
@@ -325,6 +347,20 @@ int main(int argc, char** argv) {
     prune_options.max_seq_len = predict_options.max_seq_len;
     prune_options.intra_op_threads = predict_options.intra_op_threads;
     return RunPruneMode(prune_options);
+  }
+  if (quantize) {
+    bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);
+    if (!format.ok() || predict_options.model_dir.empty() || predict_options.output.empty()) {
+      LOG(ERROR) << "[quantize] " << (format.ok() ? "--model and --output are required" : format.status().message());
+      return bert::kExitUsage;
+    }
+    quantize_options.model_dir = predict_options.model_dir;
+    quantize_options.output = predict_options.output;
+    quantize_options.format = *format;
+    quantize_options.text_field = predict_options.text_field;
+    quantize_options.text_pair_field = predict_options.text_pair_field;
+    quantize_options.max_seq_len = predict_options.max_seq_len;
+    return RunQuantizeMode(quantize_options);
   }
   if (predict) {
     bert::Result<bert::finetune::FileFormat> format = bert::finetune::ParseFileFormat(predict_format);

@@ -146,11 +146,7 @@ Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& conf
   return bundle;
 }
 
-Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device device) {
-  Result<PretrainedModel> pretrained = LoadPretrained(dir, /*with_weights=*/true);
-  if (!pretrained.ok()) return pretrained.status();
-  const std::string& source = pretrained->path;
-  const nlohmann::json& json = pretrained->config;
+Result<std::vector<std::string>> ClassifierLabelNames(const nlohmann::json& json, const std::string& source) {
   if (!json.contains("id2label") || !json["id2label"].is_object()) {
     return Status::InvalidArgument(source + ": config.json: id2label is missing (not a fine-tuned classifier)");
   }
@@ -170,6 +166,17 @@ Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device de
   }
   Result<finetune::LabelMap> labels = finetune::LabelMap::FromNames(names, source + ": config.json: id2label");
   if (!labels.ok()) return labels.status();
+  return names;
+}
+
+Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device device) {
+  Result<PretrainedModel> pretrained = LoadPretrained(dir, /*with_weights=*/true);
+  if (!pretrained.ok()) return pretrained.status();
+  const std::string& source = pretrained->path;
+  const nlohmann::json& json = pretrained->config;
+  Result<std::vector<std::string>> label_names = ClassifierLabelNames(json, source);
+  if (!label_names.ok()) return label_names.status();
+  const std::vector<std::string>& names = *label_names;
   Result<BertConfig> bert_config = BertConfigFromJson(json, source);
   if (!bert_config.ok()) return bert_config.status();
   Result<std::shared_ptr<const Vocab>> vocab = Vocab::FromTokens(pretrained->vocab);

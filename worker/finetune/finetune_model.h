@@ -67,6 +67,10 @@ Result<ClassifierBundle> BuildFinetuneModel(const finetune::FinetuneConfig& conf
 Status CopyPretrainedTensors(const std::vector<NamedTensor>& tensors, const std::string& source, bool with_classifier,
                              BertForSequenceClassification* model);
 
+// The label names in id order from a classifier's config.json id2label
+// (ids 0..C-1, each once, valid label names); errors name `source`.
+Result<std::vector<std::string>> ClassifierLabelNames(const nlohmann::json& config, const std::string& source);
+
 // A fine-tuned classifier from an HF directory (config.json with id2label).
 Result<ClassifierBundle> LoadClassifier(const std::string& dir, torch::Device device = torch::kCPU);
 

@@ -1,7 +1,9 @@
 // Inference with a sequence classifier: batched class probabilities over
 // encoded examples (the trainer's dev/test evaluation and prediction), and
 // `bert-worker --predict`, which labels a file of texts with a fine-tuned
-// HF directory and writes one JSON line per input example, in input order:
+// HF directory (fp32, or int8 as `bertctl quantize` writes it: detected from
+// its config.json, worker/compress/int8_format.h; int8 runs on the CPU) and
+// writes one JSON line per input example, in input order:
 //   {"label": "<name>", "probabilities": {"<label>": p, ...}}
 // (labels from the directory's config.json id2label; written atomically).
 // Not thread-safe (one model, one thread).
@@ -10,6 +12,7 @@
 #include "worker/torch.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +21,7 @@
 #include "worker/model/bert_heads.h"
 #include "worker/comm/communicator.h"
 #include "worker/finetune/finetune_loss.h"
+#include "worker/finetune/finetune_model.h"
 
 namespace bert {
 
@@ -33,6 +37,13 @@ struct InferenceResult {
 // returns the whole result. `loss` (may be null) also computes the mean
 // loss against the features' labels (all must be labelled then).
 Result<InferenceResult> RunInference(BertForSequenceClassification* model,
+                                     const std::vector<finetune::Feature>& features, int32_t batch_size, int32_t pad_id,
+                                     Communicator* comm, const ClassificationLossOptions* loss = nullptr);
+
+// The same over any classifier: `logits` maps a batch (on `device`) to its
+// [B, num_labels] logits (e.g. the int8 model, worker/compress/int8_model.h).
+using ClassifierLogits = std::function<torch::Tensor(const ClassificationBatch&)>;
+Result<InferenceResult> RunInference(const ClassifierLogits& logits, int64_t num_labels, torch::Device device,
                                      const std::vector<finetune::Feature>& features, int32_t batch_size, int32_t pad_id,
                                      Communicator* comm, const ClassificationLossOptions* loss = nullptr);
 
