@@ -219,7 +219,7 @@ TEST(ExportCliOnnx, RefusesWhatItCannotExportWithOneLine) {
   std::vector<NamedTensor> tensors = testing::TinyInt8Tensors(LinearQuantization::kInt8Dynamic);
   const std::string int8 = dir / "int8";
   testing::WriteTinyInt8Dir(int8, LinearQuantization::kInt8Dynamic, tensors);
-  ExpectOnnxRefused(RunCommand(Export(int8, out)), out, "an int8 directory exports with --format onnx only");
+  ExpectOnnxRefused(RunCommand(Export(int8, out)), out, "cannot be exported as HF fp32 safetensors");
   for (NamedTensor& tensor : tensors) {
     if (tensor.name != "bert.encoder.layer.1.intermediate.dense.weight") continue;
     tensor.dtype = "U8";

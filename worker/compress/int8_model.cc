@@ -78,6 +78,7 @@ std::unique_ptr<Int8BertClassifier> Int8BertClassifier::FromFloat(const BertConf
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string prefix = LayerPrefix(i);
     Layer& layer = model->layers_[static_cast<size_t>(i)];
+    layer.num_heads = config.heads_in_layer(i);
     const std::string self = prefix + "attention.self.";
     Linear qkv;
     qkv.weight = torch::cat({Get(tensors, self + "query.weight"), Get(tensors, self + "key.weight"),
@@ -127,6 +128,7 @@ std::unique_ptr<Int8BertClassifier> Int8BertClassifier::FromInt8(const BertConfi
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const std::string prefix = LayerPrefix(i);
     Layer& layer = model->layers_[static_cast<size_t>(i)];
+    layer.num_heads = config.heads_in_layer(i);
     const std::string self = prefix + "attention.self.";
     const bool fuse = !model->is_static_ || (SameQuant(input_of(self + "query"), input_of(self + "key")) &&
                                              SameQuant(input_of(self + "query"), input_of(self + "value")));
@@ -162,12 +164,12 @@ torch::Tensor Int8BertClassifier::LayerForward(const Layer& layer, const torch::
   };
   if (config_.pre_layer_norm) {
     torch::Tensor normed = at::layer_norm(x, {h}, layer.attention_norm_weight, layer.attention_norm_bias, eps);
-    torch::Tensor context = SelfAttention(qkv(normed), mask, config_.num_attention_heads, 0.0, nullptr);
+    torch::Tensor context = SelfAttention(qkv(normed), mask, layer.num_heads, 0.0, nullptr);
     torch::Tensor h1 = x + layer.attention_output(context);
     torch::Tensor normed1 = at::layer_norm(h1, {h}, layer.output_norm_weight, layer.output_norm_bias, eps);
     return h1 + layer.output(Activation(config_.hidden_act, layer.intermediate(normed1)));
   }
-  torch::Tensor context = SelfAttention(qkv(x), mask, config_.num_attention_heads, 0.0, nullptr);
+  torch::Tensor context = SelfAttention(qkv(x), mask, layer.num_heads, 0.0, nullptr);
   torch::Tensor h1 =
       at::layer_norm(layer.attention_output(context) + x, {h}, layer.attention_norm_weight, layer.attention_norm_bias, eps);
   torch::Tensor inner = Activation(config_.hidden_act, layer.intermediate(h1));

@@ -70,7 +70,8 @@ class Int8BertClassifier {
     torch::Tensor operator()(const torch::Tensor& x) const;
   };
   struct Layer {
-    std::vector<Linear> qkv;  // one fused [3H, H] Linear, or query, key, value
+    int64_t num_heads = 0;    // BertConfig::heads_in_layer (fewer in a pruned model)
+    std::vector<Linear> qkv;  // one fused [3A, H] Linear (A = heads * head size), or query, key, value
     Linear attention_output, intermediate, output;
     torch::Tensor attention_norm_weight, attention_norm_bias, output_norm_weight, output_norm_bias;
   };

@@ -137,6 +137,24 @@ TEST_F(PruneTest, APrunedModelComputesTheOriginalWithTheRemovedPartsSilenced) {
   EXPECT_LT(oracle_difference, 1e-4);
 }
 
+// int8 of a pruned model: each layer attends with the heads it has left.
+TEST_F(PruneTest, AnInt8CopyOfAPrunedModelFollowsIt) {
+  ASSERT_EQ(model_run_->exit_code, 0) << model_run_->output;
+  const std::string pruned = *dir_ / "pruned-for-int8", int8 = *dir_ / "pruned-int8";
+  testing::CommandResult run = Prune(pruned, "--heads 1 --ffn-keep 0.5");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  run = testing::RunCommand(testing::Bertctl() + " quantize --model " + pruned + " --output " + int8);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const std::vector<nlohmann::json> fp32 = ReadJsonLines(Predict(pruned, "pruned-fp32.jsonl"));
+  const std::vector<nlohmann::json> quantized = ReadJsonLines(Predict(int8, "pruned-int8.jsonl"));
+  ASSERT_EQ(fp32.size(), 60u);
+  ASSERT_EQ(quantized.size(), fp32.size());
+  int same = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) same += fp32[i]["label"] == quantized[i]["label"];
+  std::printf("int8 of the pruned model: %d of 60 labels equal fp32's\n", same);
+  EXPECT_GE(same, 54);
+}
+
 TEST_F(PruneTest, RecoveryFineTuningKeepsThePrunedShapesAndTheClassifier) {
   ASSERT_EQ(model_run_->exit_code, 0) << model_run_->output;
   const std::string output = *dir_ / "recovered";
