@@ -30,7 +30,7 @@
 #include "worker/train/distributed_pretrain.h"
 #include "worker/compress/quantize.h"
 #include "worker/finetune/finetune_predict.h"
-#include "worker/finetune/pruning.h"
+#include "worker/compress/pruning.h"
 #include "worker/train/fill_mask.h"
 #include "worker/finetune/finetune_trainer.h"
 #include "worker/train/local_pretrain.h"

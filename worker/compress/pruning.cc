@@ -1,4 +1,4 @@
-#include "worker/finetune/pruning.h"
+#include "worker/compress/pruning.h"
 
 #include <glog/logging.h>
 
