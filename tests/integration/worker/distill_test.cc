@@ -11,11 +11,13 @@
 //   line naming them.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "integration/worker/finetune_fixture.h"
+#include "interop/safetensors.h"
 #include "test_util.h"
 
 namespace bert {
@@ -135,6 +137,33 @@ TEST_F(DistillTest, TheTeachersOutputsAreCachedAndASecondRunTrainsTheSameWeights
   testing::CommandResult other = Distill(*dir_ / "third", "--epochs 1 --teacher-logits " + cache, 40);
   ASSERT_EQ(other.exit_code, 0) << other.output;
   EXPECT_NE(other.output.find("computing them again"), std::string::npos) << other.output;
+}
+
+// Data-parallel: the ranks share the teacher's work and train what one process trains.
+TEST_F(DistillTest, TwoWorkersDistillTheSameWeightsAsOne) {
+  ASSERT_EQ(teacher_run_->exit_code, 0) << teacher_run_->output;
+  std::vector<NamedTensor> weights[2];
+  for (int workers : {1, 2}) {
+    const std::string output = *dir_ / ("workers" + std::to_string(workers));
+    // Dropout off: each rank draws its own masks, so only then are the runs equal.
+    testing::CommandResult run = testing::RunCommand(
+        testing::Bertctl() + " distill --teacher " + Teacher() + " --student " + TinyModel(*dir_, 0.0) + " --train " +
+        (*dir_ / "rotated_train.jsonl") + " --dev " + Fixture("dev") + " --output " + output +
+        " --max-seq-len 48 --batch-size 16 --lr 1e-3 --epochs 1 --transfer " + (*dir_ / "transfer.jsonl") +
+        " --workers " + std::to_string(workers));
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    Result<std::vector<NamedTensor>> tensors = ReadSafetensors(output + "/model.safetensors");
+    ASSERT_TRUE(tensors.ok()) << tensors.status().message();
+    weights[workers - 1] = std::move(tensors).value();
+  }
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  double largest = 0;
+  for (size_t t = 0; t < weights[0].size(); ++t) {
+    for (size_t i = 0; i < weights[0][t].values.size(); ++i) {
+      largest = std::max<double>(largest, std::abs(weights[0][t].values[i] - weights[1][t].values[i]));
+    }
+  }
+  EXPECT_LT(largest, 1e-5);
 }
 
 TEST_F(DistillTest, BadTeachersAndTransferSetsAreRefusedNamingThem) {
