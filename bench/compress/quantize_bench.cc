@@ -34,7 +34,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
+#include "common/file_util.h"
 #include "finetune/classification_data.h"
+#include "finetune/finetune_config.h"
+#include "interop/pretrained.h"
 #include "worker/compress/int8_format.h"
 #include "worker/compress/quantize.h"
 #include "worker/finetune/finetune_model.h"
@@ -86,8 +89,10 @@ int main(int argc, char** argv) {
   CLI::App app{"int8 against fp32: predict throughput and latency on one CPU thread"};
   std::string model_dir, texts_path, calibration;
   int rounds = 3, latency_texts = 200, max_seq_len = 128, threads = 1, batch_size = 32;
-  app.add_option("--model", model_dir, "Fine-tuned fp32 classifier directory")->required();
-  app.add_option("--texts", texts_path, "Texts to classify (JSONL, CSV or TSV)")->required();
+  bool smoke = false;
+  app.add_option("--model", model_dir, "Fine-tuned fp32 classifier directory (required unless --smoke)");
+  app.add_option("--texts", texts_path, "Texts to classify (JSONL, CSV or TSV; required unless --smoke)");
+  app.add_flag("--smoke", smoke, "Seconds: a random bert-tiny classifier on 8 texts, 1 round (proves it runs)");
   app.add_option("--calibration", calibration, "Calibration texts of the static int8 copy (default: --texts)");
   app.add_option("--rounds", rounds, "Timed rounds (all models each round)")->capture_default_str();
   app.add_option("--latency-texts", latency_texts, "Texts timed one by one per round")->capture_default_str();
@@ -97,11 +102,34 @@ int main(int argc, char** argv) {
   bool peer = false;
   app.add_flag("--peer", peer, "Also time PyTorch's quantize_dynamic on transformers (bench/compress/quantize_peer.py)");
   CLI11_PARSE(app, argc, argv);
+  TempDir temp;
+  if (smoke && model_dir.empty()) {
+    // A random bert-tiny classifier of the uncased vocabulary, as finetune writes one, and 8 texts.
+    finetune::FinetuneConfig config;
+    config.model = std::string(BERT_SOURCE_DIR) + "/configs/models/bert-tiny.json";
+    config.vocab = std::string(BERT_SOURCE_DIR) + "/configs/vocab/bert-base-uncased-vocab.txt";
+    config.labels = {"a", "b"};
+    config.max_seq_len = 32;
+    Result<ClassifierBundle> random = BuildFinetuneModel(config);
+    if (!random.ok()) Fail(random.status().message());
+    model_dir = temp / "model";
+    Status written = WriteHfDirectory(
+        model_dir, ToHfClassifier(*random->model, random->model->parameters().values(), config.labels,
+                                  *random->vocab, true, config.max_seq_len));
+    if (!written.ok()) Fail(written.message());
+    texts_path = temp / "texts.jsonl";
+    std::string texts;
+    for (int i = 0; i < 8; ++i) texts += "{\"text\": \"smoke text number " + std::to_string(i) + " for the bench\"}\n";
+    written = WriteFileAtomic(texts_path, texts);
+    if (!written.ok()) Fail(written.message());
+    rounds = 1;
+    latency_texts = 4;
+  }
+  if (model_dir.empty() || texts_path.empty()) Fail("--model and --texts are required (or --smoke)");
   if (calibration.empty()) calibration = texts_path;
   torch::set_num_threads(threads);
   torch::NoGradGuard no_grad;
 
-  TempDir temp;
   QuantizeOptions options;
   options.model_dir = model_dir;
   options.max_seq_len = max_seq_len;
