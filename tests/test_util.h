@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace bert::testing {
 
@@ -53,6 +56,18 @@ inline CommandResult RunCommand(const std::string& command) {
 inline void WriteText(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary);
   out << contents;
+}
+
+// Lines of `output` that are glog errors (E... or F...): a refusal is exactly one.
+inline std::vector<std::string> ErrorLines(const std::string& output) {
+  std::vector<std::string> lines;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > 1 && (line[0] == 'E' || line[0] == 'F') && std::isdigit(static_cast<unsigned char>(line[1]))) {
+      lines.push_back(line);
+    }
+  }
+  return lines;
 }
 
 inline std::string Bertctl() { return std::string(BERT_BIN_DIR) + "/bertctl"; }

@@ -20,6 +20,8 @@
 namespace bert {
 namespace {
 
+using testing::ErrorLines;
+
 using testing::RunCommand;
 using testing::TempDir;
 
@@ -101,17 +103,6 @@ std::string ExportOnnx(const std::string& from, const std::string& to, const std
   return Export(from, to, " --format onnx" + extra);
 }
 
-// Lines of `output` that are glog errors (E... or F...).
-std::vector<std::string> ErrorLines(const std::string& output) {
-  std::vector<std::string> lines;
-  std::istringstream in(output);
-  for (std::string line; std::getline(in, line);) {
-    if (line.size() > 1 && (line[0] == 'E' || line[0] == 'F') && std::isdigit(static_cast<unsigned char>(line[1]))) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
 
 // Exit 2, one error line containing `needle`, and no model.onnx at `out`.
 void ExpectOnnxRefused(const testing::CommandResult& result, const std::string& out, const std::string& needle) {

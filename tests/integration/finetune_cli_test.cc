@@ -22,6 +22,8 @@
 namespace bert {
 namespace {
 
+using testing::ErrorLines;
+
 using testing::CommandResult;
 using testing::RunCommand;
 using testing::TempDir;
@@ -29,17 +31,6 @@ using testing::WriteText;
 
 namespace fs = std::filesystem;
 
-// Lines of `output` that are glog errors (E... or F...).
-std::vector<std::string> ErrorLines(const std::string& output) {
-  std::vector<std::string> lines;
-  std::istringstream in(output);
-  for (std::string line; std::getline(in, line);) {
-    if (line.size() > 1 && (line[0] == 'E' || line[0] == 'F') && std::isdigit(static_cast<unsigned char>(line[1]))) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
 
 // A minimal HuggingFace BERT directory (1 layer, hidden 4) whose vocabulary
 // is `tokens`; the weights are zeros (only headers are read here).

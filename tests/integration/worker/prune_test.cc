@@ -1,4 +1,4 @@
-// bertctl prune end to end with the real worker (worker/finetune/pruning.h) on
+// bertctl prune end to end with the real worker (worker/compress/pruning.h) on
 // the fortunes fixture, with a bert-tiny (2 layers of 2 heads, FFN 512)
 // fine-tuned here:
 // - the pruned model computes exactly what the original computes with the

@@ -24,6 +24,8 @@
 namespace bert {
 namespace {
 
+using testing::ErrorLines;
+
 namespace fs = std::filesystem;
 
 std::string Fixture(const std::string& split) {
@@ -38,17 +40,6 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
   return lines;
 }
 
-// glog error lines (E... or F...) of `output`.
-std::vector<std::string> ErrorLines(const std::string& output) {
-  std::vector<std::string> lines;
-  std::istringstream in(output);
-  for (std::string line; std::getline(in, line);) {
-    if (line.size() > 1 && (line[0] == 'E' || line[0] == 'F') && std::isdigit(static_cast<unsigned char>(line[1]))) {
-      lines.push_back(line);
-    }
-  }
-  return lines;
-}
 
 class QuantizeCliTest : public ::testing::Test {
  protected:

@@ -1,8 +1,8 @@
-// Pruning's pure parts (worker/finetune/pruning.h, interop/pretrained.h):
+// Pruning's pure parts (worker/compress/pruning.h, interop/pretrained.h):
 // which heads and neurons a plan removes, the shapes and values a plan
 // leaves, pruned_heads in original indices across two prunings, the config
 // key's checks, and the importance of a head that contributes nothing.
-#include "worker/finetune/pruning.h"
+#include "worker/compress/pruning.h"
 
 #include <gtest/gtest.h>
 
