@@ -1,6 +1,6 @@
 // bertctl prune: checks a pruning job without LibTorch (the fine-tuned model,
 // the labelled data, --heads and --ffn-keep against the model's shape, the
-// output), runs `bert-worker --prune` (worker/finetune/pruning.h) and, with
+// output), runs `bert-worker --prune` (worker/compress/pruning.h) and, with
 // --finetune-epochs N, fine-tunes the pruned model for N epochs to recover
 // (bertctl finetune, which keeps its classifier: same labels).
 #include <cstdio>

